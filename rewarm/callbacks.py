@@ -1,0 +1,49 @@
+"""Lightning callbacks: progress lines for non-terminals, preemption signals."""
+
+from __future__ import annotations
+
+import logging
+import signal
+import time
+from typing import Any
+
+import lightning as L
+
+log = logging.getLogger(__name__)
+
+
+class ProgressLines(L.Callback):
+    """Plain progress lines (SLURM logs, CI): step, loss, tokens/s, ETA, at most every ``every_seconds``."""
+
+    def __init__(self, every_seconds: float = 30.0) -> None:
+        self.every_seconds = every_seconds
+        self._t0 = 0.0
+        self._last = 0.0
+        self._step0 = 0
+
+    def on_train_start(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
+        self._t0 = self._last = time.perf_counter()
+        self._step0 = trainer.global_step
+
+    def on_train_batch_end(self, trainer: L.Trainer, pl_module: Any, outputs: Any, batch: Any, batch_idx: int) -> None:
+        now = time.perf_counter()
+        step, total = trainer.global_step, trainer.max_steps
+        if trainer.global_rank != 0 or (now - self._last < self.every_seconds and step != total):
+            return
+        self._last = now
+        done = step - self._step0
+        rate = done / (now - self._t0) if now > self._t0 else 0.0
+        eta = (total - step) / rate if rate > 0 else float("nan")
+        tps = rate * pl_module.steps.seq_len * pl_module.steps.grad_accum_steps * trainer.world_size * _micro(batch)
+        log.info("step %d/%d  tokens %d  %.0f tok/s  ETA %s", step, total, pl_module.tokens_seen, tps, _hms(eta))
+
+
+def _micro(batch: Any) -> int:
+    return int(batch["input_ids"].shape[0])
+
+
+def _hms(seconds: float) -> str:
+    if seconds != seconds:  # NaN
+        return "?"
+    s = int(seconds)
+    return f"{s // 3600:d}:{s % 3600 // 60:02d}:{s % 60:02d}"

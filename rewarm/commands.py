@@ -1,0 +1,126 @@
+"""`rewarm train | check | eval | export`: argument parsing and the plan printout. Heavy imports stay
+inside the command functions that need them (`rewarm check` never imports Lightning, DeepSpeed or wandb)."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from pathlib import Path
+
+
+from rewarm.config import RunConfig, batch_plan, load
+from rewarm.errors import ConfigError, DataError, ResumeError
+
+EXIT_CONFIG = 2
+
+
+def _config_parser(prog: str, description: str) -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(prog=f"rewarm {prog}", description=description)
+    p.add_argument("config", help="YAML run config")
+    p.add_argument("overrides", nargs="*", help="dotted overrides, e.g. schedule.max_lr=3e-4 trainer.max_steps=100")
+    return p
+
+
+def load_or_exit(config: str, overrides: list[str]) -> RunConfig:
+    try:
+        return load(config, overrides)
+    except ConfigError as e:
+        print(f"error: invalid config: {e}", file=sys.stderr)
+        raise SystemExit(EXIT_CONFIG) from None
+
+
+def _fail(e: Exception) -> int:
+    print(f"error: {e}", file=sys.stderr)
+    return EXIT_CONFIG
+
+
+def train_main(argv: list[str]) -> int:
+    args = _config_parser("train", "Train (or resume, resume=auto) a run.").parse_args(argv)
+    cfg = load_or_exit(args.config, args.overrides)
+    from rewarm.train import run
+
+    try:
+        run_dir = run(cfg)
+    except (ConfigError, ResumeError, DataError) as e:
+        return _fail(e)
+    print(f"run directory: {run_dir}")
+    return 0
+
+
+def check_main(argv: list[str]) -> int:
+    args = _config_parser("check", "Validate a config and print the run plan.").parse_args(argv)
+    cfg = load_or_exit(args.config, args.overrides)
+    try:
+        from rewarm.data import check_paths
+
+        check_paths(cfg.data)
+        print(format_plan(cfg))
+    except ConfigError as e:
+        print(f"error: invalid config: {e}", file=sys.stderr)
+        return EXIT_CONFIG
+    return 0
+
+
+def format_plan(cfg: RunConfig) -> str:
+    from rewarm.model import parameter_count_from_config, read_model_config
+    from rewarm.schedules import build_lr_fn, plan_phases
+
+    plan = batch_plan(cfg)
+    lr = build_lr_fn(cfg.schedule, plan.max_steps, plan.tokens_per_step)
+    lrs = [lr(t) for t in range(plan.max_steps)]
+    model_cfg = read_model_config(cfg.model.name_or_path, cfg.model.revision)
+    n_params = parameter_count_from_config(model_cfg) if model_cfg else None
+    lines = [
+        f"run            {cfg.run_dir}",
+        f"model          {cfg.model.name_or_path}" + (f" @ {cfg.model.revision}" if cfg.model.revision else "")
+        + f" ({cfg.model.init})" + (f", {n_params / 1e6:.1f}M parameters" if n_params else ""),
+        f"batch          {plan.micro_batch_size} rows x {plan.grad_accum_steps} accumulation x {plan.world_size} "
+        f"devices = {plan.rows_per_step} rows x {plan.seq_len} tokens",
+        f"optimizer steps {plan.max_steps}",
+        f"tokens/step    {plan.tokens_per_step:,}",
+        f"total tokens   {plan.total_tokens:,}",
+        f"schedule       {cfg.schedule.name}: LR start {lrs[0]:.4g}, peak {max(lrs):.4g}, end {lrs[-1]:.4g}",
+    ]
+    for ph in plan_phases(cfg.schedule, plan.max_steps, plan.tokens_per_step):
+        lines.append(f"  {ph.name:<12} steps {ph.start_step:>8} - {ph.end_step:<8} LR {ph.lr_start:.4g} -> {ph.lr_end:.4g}")
+    warm = next((ph for ph in plan_phases(cfg.schedule, plan.max_steps, plan.tokens_per_step)
+                 if ph.name == "warmup"), None)
+    lines.append(f"warmup steps   {warm.end_step - warm.start_step if warm else 0}")
+    lines.append(f"train sources  " + ", ".join(f"{n} (weight {s.weight:g})" for n, s in sorted(cfg.data.train.items())))
+    for name, vs in cfg.data.val.items():
+        lines.append(f"val set        {name}: {vs.role}, up to {vs.max_tokens:,} tokens")
+    lines.append(f"evaluate       at step 0, every {cfg.trainer.val_every_steps} steps and at the end")
+    return "\n".join(lines)
+
+
+def eval_main(argv: list[str]) -> int:
+    p = _config_parser("eval", "Evaluate a model directory or run checkpoint on the configured validation sets.")
+    p.add_argument("--checkpoint", required=True, help="HF model directory, run directory, or checkpoint directory")
+    args = p.parse_args(argv)
+    cfg = load_or_exit(args.config, args.overrides)
+    from rewarm.evaluation_cli import evaluate_checkpoint
+
+    try:
+        results = evaluate_checkpoint(cfg, Path(args.checkpoint))
+    except (ConfigError, ResumeError, DataError) as e:
+        return _fail(e)
+    print(json.dumps(results, indent=1))
+    return 0
+
+
+def export_main(argv: list[str]) -> int:
+    p = argparse.ArgumentParser(prog="rewarm export", description="Write a Hugging Face directory from a checkpoint.")
+    p.add_argument("source", help="run directory (its newest valid checkpoint) or a checkpoint directory")
+    p.add_argument("--out", required=True, help="output directory (save_pretrained + tokenizer)")
+    args = p.parse_args(argv)
+    from rewarm.export import export_checkpoint
+
+    try:
+        out = export_checkpoint(Path(args.source), Path(args.out))
+    except (ConfigError, ResumeError) as e:
+        return _fail(e)
+    print(f"exported: {out}")
+    return 0
+
+

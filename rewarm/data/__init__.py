@@ -1,0 +1,54 @@
+"""Streaming data pipeline: sources -> tokenize -> pack -> mix -> loader, exactly resumable.
+
+Import-light on purpose (``rewarm check`` imports the config): torch, numpy and datasets are imported
+inside the functions below, never at module level.
+"""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING, Any
+
+from rewarm.data.config import DataConfig, ValSetConfig
+from rewarm.data.state import gather_state, merge_states, state_metrics
+
+if TYPE_CHECKING:
+    from pathlib import Path
+
+    from rewarm.data.loader import TrainLoader
+    from rewarm.data.val import ValRows
+
+__all__ = ["build_train_loader", "build_val_rows", "check_paths", "gather_state", "merge_states", "state_metrics"]
+
+
+def build_train_loader(cfg: DataConfig, tokenizer: Any, *, micro_batch_size: int, seed: int, rank: int,
+                       world_size: int, grad_accum_steps: int = 1) -> TrainLoader:
+    """The training loader of one rank. ``tokenizer``: a transformers fast tokenizer (or a
+    ``tokenizers.Tokenizer`` with ``eos_token_id`` set). ``grad_accum_steps`` maps micro-batches to optimizer
+    steps for weight schedules in steps. Raises ConfigError (keys relative to ``data``) for missing files."""
+    from rewarm.data.loader import TrainLoader, build_plan
+
+    if micro_batch_size < 1 or not 0 <= rank < world_size or grad_accum_steps < 1:
+        raise ValueError(f"bad layout: micro_batch_size={micro_batch_size}, rank={rank}, world_size={world_size}, "
+                         f"grad_accum_steps={grad_accum_steps}")
+    plan = build_plan(cfg, tokenizer, micro_batch_size=micro_batch_size, seed=seed, rank=rank,
+                      world_size=world_size, grad_accum_steps=grad_accum_steps)
+    return TrainLoader(cfg, tokenizer, plan)
+
+
+def build_val_rows(val: ValSetConfig, tokenizer: Any, seq_len: int, cache_dir: str | Path, *,
+                   on_bad_record: str = "skip") -> ValRows:
+    """Rows (N, seq_len + 1) of a validation set, cached under ``cache_dir``; see rewarm.data.val."""
+    from rewarm.data.val import build_val_rows as build
+
+    return build(val, tokenizer, seq_len, cache_dir, on_bad_record=on_bad_record)
+
+
+def check_paths(cfg: DataConfig) -> None:
+    """Raise ConfigError("train.<name>.paths" / "val.<name>.paths", ...) for a missing local file or a glob
+    that matches nothing (remote paths are not checked)."""
+    from rewarm.data.sources import expand_paths, is_remote
+
+    for kind, sets in (("train", cfg.train), ("val", cfg.val)):
+        for name, src in sets.items():
+            local = [p for p in src.resolved_paths() if not is_remote(p)]
+            expand_paths(local, key=f"{kind}.{name}.paths")

@@ -1,0 +1,205 @@
+"""The training loader: logical streams run in DataLoader workers, batches carry the pipeline state.
+
+Per rank there are ``L = max(1, num_workers)`` logical streams; per-rank batch ``k`` is made by stream
+``k % L``. torch's DataLoader hands out batches of an IterableDataset round-robin over its workers, so
+worker ``w`` runs stream ``(k0 + w) % L`` where ``k0`` is the number of batches already delivered. Each
+batch carries its stream's cursor; the loader keeps the cursor of the last *delivered* batch of every
+stream, so ``batch["data_state"]`` is exact even though workers run ahead (prefetch).
+"""
+
+from __future__ import annotations
+
+import copy
+import hashlib
+import json
+import logging
+import os
+from collections.abc import Iterator
+from dataclasses import asdict
+from typing import Any
+
+import numpy as np
+import torch
+
+from rewarm.data.config import DataConfig
+from rewarm.data.mixing import BatchMaker, Plan, SubSource
+from rewarm.data.packing import SourceExhausted
+from rewarm.data.sources import expand_paths
+from rewarm.errors import ResumeError
+
+logger = logging.getLogger(__name__)
+STATE_VERSION = 1
+
+
+def tokenizer_hash(tokenizer: Any) -> str:
+    """sha256 of the fast tokenizer's JSON (vocabulary, merges, normalizer, special tokens)."""
+    backend = getattr(tokenizer, "backend_tokenizer", tokenizer)
+    return hashlib.sha256(backend.to_str().encode()).hexdigest()[:16]
+
+
+def eos_of(tokenizer: Any) -> int:
+    eos = getattr(tokenizer, "eos_token_id", None)
+    if eos is None:
+        raise ValueError("the tokenizer has no eos_token_id; documents must be separated by EOS")
+    return int(eos)
+
+
+def make_subs(cfg: DataConfig) -> tuple[tuple[SubSource, ...], tuple[str, ...]]:
+    """Sub-streams of the training sources (sorted by source name, then subset) and the source names."""
+    names = tuple(sorted(cfg.train))
+    subs: list[SubSource] = []
+    for sid, name in enumerate(names):
+        src = cfg.train[name]
+        files = tuple(expand_paths(src.resolved_paths(), key=f"train.{name}.paths"))
+        knots = tuple((k.at, k.weight) for k in src.weight_schedule)
+        common = dict(source_id=sid, files=files, text_field=src.resolved_text_field(),
+                      subset_field=src.resolved_subset_field(), shuffle_files=src.shuffle_files,
+                      weight=src.weight, knots=knots)
+        kept = {k: v for k, v in sorted(src.subsets.items()) if v > 0}
+        if not kept:
+            subs.append(SubSource(key=name, subsets=None, share=1.0, **common))  # type: ignore[arg-type]
+        for subset, w in kept.items():
+            share = w / sum(kept.values())
+            subs.append(SubSource(key=f"{name}/{subset}", subsets=frozenset([subset]), share=share,
+                                  **common))  # type: ignore[arg-type]
+    return tuple(subs), names
+
+
+def data_fingerprint(cfg: DataConfig, tokenizer: Any, files: list[str]) -> str:
+    """What the token stream depends on: train sources, files, seq_len, masking, policies, tokenizer."""
+    payload = {"train": {n: asdict(s) for n, s in sorted(cfg.train.items())}, "files": files,
+               "seq_len": cfg.seq_len, "document_mask": cfg.document_mask, "on_source_end": cfg.on_source_end,
+               "on_bad_record": cfg.on_bad_record, "mix_unit": cfg.mix_schedule_unit, "reader": cfg.reader,
+               "tokenizer": tokenizer_hash(tokenizer)}
+    return hashlib.sha256(json.dumps(payload, sort_keys=True, default=str).encode()).hexdigest()[:16]
+
+
+class TrainLoader:
+    """Iterable of training batches (dicts of tensors + ``data_state``); see the module docstring."""
+
+    def __init__(self, cfg: DataConfig, tokenizer: Any, plan: Plan) -> None:
+        self.cfg, self.tokenizer, self.plan = cfg, tokenizer, plan
+        self.source_names: list[str] = list(plan.source_names)
+        files = sorted({f for s in plan.subs for f in s.files})
+        self._fingerprint = data_fingerprint(cfg, tokenizer, files)
+        self._batches = 0
+        self._streams: list[dict[str, Any]] = [{"batches": 0, "subs": {}} for _ in range(plan.streams_per_rank)]
+
+    def fingerprint(self) -> str:
+        return self._fingerprint
+
+    def layout(self) -> dict[str, int]:
+        p = self.plan
+        return {"world_size": p.world_size, "streams_per_rank": p.streams_per_rank, "seed": p.seed,
+                "micro_batch_size": p.micro_batch_size, "grad_accum_steps": p.grad_accum_steps,
+                "seq_len": p.seq_len}
+
+    def state_dict(self) -> dict[str, Any]:
+        """Complete state after the last delivered batch (plain python types; pickle / json friendly)."""
+        rank_state = {"batches": self._batches, "streams": copy.deepcopy(self._streams)}
+        return {"version": STATE_VERSION, "fingerprint": self._fingerprint, "layout": self.layout(),
+                "source_names": list(self.source_names), "sub_sources": {s.key: s.source_id for s in self.plan.subs},
+                "ranks": {str(self.plan.rank): rank_state}}
+
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        """Continue after the batch that carried ``state``. Raises ResumeError on a different data config or layout."""
+        check_compatible(state, self._fingerprint, self.layout(), self.plan.rank)
+        mine = state["ranks"][str(self.plan.rank)]
+        self._batches = int(mine["batches"])
+        self._streams = copy.deepcopy(mine["streams"])
+
+    def __iter__(self) -> Iterator[dict[str, Any]]:
+        items = self._iter_in_process() if self.cfg.num_workers == 0 else self._iter_workers()
+        for item in items:
+            if "_end" in item:
+                logger.info("training stream of rank %d ended: source %s is exhausted (data.on_source_end=stop)",
+                            self.plan.rank, item["_end"])
+                return
+            self._streams[item.pop("_stream")] = item.pop("_state")
+            self._batches += 1
+            item["data_state"] = self.state_dict()
+            yield item
+
+    def _iter_in_process(self) -> Iterator[dict[str, Any]]:
+        yield from _stream_items(self.plan, self.tokenizer, 0, self._streams[0])
+
+    def _iter_workers(self) -> Iterator[dict[str, Any]]:
+        dataset = _WorkerDataset(self.plan, _backend(self.tokenizer), self._batches, copy.deepcopy(self._streams))
+        loader = torch.utils.data.DataLoader(dataset, batch_size=None, num_workers=self.cfg.num_workers,
+                                             multiprocessing_context=_start_method(self.cfg),
+                                             worker_init_fn=_worker_init, prefetch_factor=2)
+        yield from loader
+
+
+def check_compatible(state: dict[str, Any], fingerprint: str, layout: dict[str, int], rank: int) -> None:
+    """Refuse a state from different data, a different layout, or without this rank's part."""
+    if not isinstance(state, dict) or state.get("version") != STATE_VERSION:
+        raise ResumeError(f"data state: unknown format (expected version {STATE_VERSION})")
+    if state["fingerprint"] != fingerprint:
+        raise ResumeError(f"data state was saved with a different data config (fingerprint {state['fingerprint']}, "
+                          f"now {fingerprint}): the data.train sources, their files, seq_len, document_mask, "
+                          "on_bad_record, on_source_end, reader or the tokenizer changed; resume with the "
+                          "original data config, or start a new run")
+    diff = {k: (state["layout"].get(k), v) for k, v in layout.items() if state["layout"].get(k) != v}
+    if diff:
+        text = ", ".join(f"{k}: saved {a}, now {b}" for k, (a, b) in diff.items())
+        raise ResumeError(f"data state was saved with a different layout ({text}); streams_per_rank = "
+                          "max(1, data.num_workers). Resume with the same settings")
+    if str(rank) not in state["ranks"]:
+        raise ResumeError(f"data state holds ranks {sorted(state['ranks'])} but not rank {rank}; save the "
+                          "state gathered over all ranks (rewarm.data.gather_state)")
+
+
+def _stream_items(plan: Plan, tokenizer: Any, stream: int, state: dict[str, Any]) -> Iterator[dict[str, Any]]:
+    """Batches of one logical stream, as tensors, each with its stream index and cursor after it."""
+    maker = BatchMaker(plan, stream, _backend(tokenizer), state)
+    while True:
+        try:
+            arrays = maker.make_batch()
+        except SourceExhausted as e:
+            yield {"_end": str(e), "_stream": stream}
+            return
+        item: dict[str, Any] = {k: torch.from_numpy(np.ascontiguousarray(v)) for k, v in arrays.items()}
+        item["_stream"], item["_state"] = stream, maker.state()
+        yield item
+
+
+class _WorkerDataset(torch.utils.data.IterableDataset):
+    """Worker w runs logical stream (k0 + w) % L, so the round-robin order continues at batch k0."""
+
+    def __init__(self, plan: Plan, tokenizer: Any, k0: int, streams: list[dict[str, Any]]) -> None:
+        self.plan, self.tokenizer, self.k0, self.streams = plan, tokenizer, k0, streams
+
+    def __iter__(self) -> Iterator[dict[str, Any]]:
+        info = torch.utils.data.get_worker_info()
+        w = 0 if info is None else info.id
+        s = (self.k0 + w) % self.plan.streams_per_rank
+        yield from _stream_items(self.plan, self.tokenizer, s, self.streams[s])
+
+
+def _backend(tokenizer: Any) -> Any:
+    """The ``tokenizers.Tokenizer`` behind a transformers fast tokenizer (or the object itself)."""
+    return getattr(tokenizer, "backend_tokenizer", tokenizer)
+
+
+def _start_method(cfg: DataConfig) -> str:
+    """forkserver by default: a forked child of a process whose tokenizer already used threads must run it
+    single-threaded (tokenizers disables it), which halves tokenization speed with one worker."""
+    return "forkserver" if cfg.worker_start == "auto" else cfg.worker_start
+
+
+def _worker_init(worker_id: int) -> None:
+    info = torch.utils.data.get_worker_info()
+    if info is not None and info.num_workers > 1:
+        os.environ["TOKENIZERS_PARALLELISM"] = "false"  # several workers already use the cores
+    torch.set_num_threads(1)
+
+
+def build_plan(cfg: DataConfig, tokenizer: Any, *, micro_batch_size: int, seed: int, rank: int, world_size: int,
+               grad_accum_steps: int = 1) -> Plan:
+    subs, names = make_subs(cfg)
+    return Plan(subs=subs, source_names=names, seq_len=cfg.seq_len, micro_batch_size=micro_batch_size, seed=seed,
+                rank=rank, world_size=world_size, streams_per_rank=max(1, cfg.num_workers),
+                grad_accum_steps=grad_accum_steps, mix_unit=cfg.mix_schedule_unit, document_mask=cfg.document_mask,
+                on_bad_record=cfg.on_bad_record, on_source_end=cfg.on_source_end, batch_docs=cfg.tokenize_batch_docs,
+                eos_id=eos_of(tokenizer))

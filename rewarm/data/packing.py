@@ -1,0 +1,189 @@
+"""Tokenize documents in batches and cut the token stream of one reader into rows of ``seq_len + 1``.
+
+A ``SubStream`` is the documents one reader (rank, stream) owns in one source (or one subset of it): its
+*units* (file, record residue class) visited pass after pass. Its state is a cursor, not tokens:
+``(epoch, unit, record, token)`` = the document at the current position and the offset in its tokens
+(EOS included), plus counters. Restoring re-opens that unit and re-reads it up to ``record`` (cost: at most
+one shard) and re-tokenizes from there; tokenization is per document, so rows come out identical.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import logging
+from collections.abc import Iterator
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+
+from rewarm.data.sources import RecordReader
+from rewarm.errors import DataError
+
+logger = logging.getLogger(__name__)
+
+
+class SourceExhausted(Exception):
+    """A source ended with on_source_end=stop."""
+
+
+@dataclass(frozen=True)
+class SubStreamSpec:
+    """What one sub-stream reads: ``units`` are (file index, offset, stride) triples into ``files``."""
+
+    key: str
+    files: tuple[str, ...]
+    units: tuple[tuple[int, int, int], ...]
+    text_field: str
+    subset_field: str | None
+    subsets: frozenset[str] | None
+    shuffle_files: bool
+    on_source_end: str
+    on_bad_record: str
+    seed: int
+
+
+@dataclass
+class Chunk:
+    """Tokens of consecutive documents of one unit: ``flat[starts[d]:starts[d+1]]`` is document d + EOS."""
+
+    flat: np.ndarray  # (n_tokens,) int64
+    starts: np.ndarray  # (n_docs + 1,) int64 offsets into flat
+    records: np.ndarray  # (n_docs,) record index of each document in its file
+    skipped: np.ndarray  # (n_docs,) bad records counted up to (and before) each document
+    epoch: int
+    unit: int
+    end_state: dict[str, int]  # cursor once the whole chunk is consumed
+
+
+def encode(tokenizer: Any, texts: list[str], eos_id: int) -> tuple[np.ndarray, np.ndarray]:
+    """Encode ``texts`` with a ``tokenizers.Tokenizer`` in one batch; each document followed by EOS.
+    Returns (flat ids (n_tokens,), starts (n_docs + 1,))."""
+    fast = getattr(tokenizer, "encode_batch_fast", tokenizer.encode_batch)  # no offsets: same ids, faster
+    ids = [e.ids for e in fast(texts, add_special_tokens=False)]
+    lengths = np.fromiter((len(x) + 1 for x in ids), dtype=np.int64, count=len(ids))
+    starts = np.zeros(len(ids) + 1, dtype=np.int64)
+    np.cumsum(lengths, out=starts[1:])
+    flat = np.empty(int(starts[-1]), dtype=np.int64)
+    for x, a, b in zip(ids, starts[:-1], starts[1:], strict=True):
+        flat[a : b - 1] = x
+    flat[starts[1:] - 1] = eos_id
+    return flat, starts
+
+
+def unit_order(spec: SubStreamSpec, epoch: int) -> list[int]:
+    """Indices into spec.units in the order visited during pass ``epoch`` (seeded shuffle, or file order)."""
+    order = list(range(len(spec.units)))
+    if spec.shuffle_files and len(order) > 1:
+        key = int.from_bytes(hashlib.sha256(spec.key.encode()).digest()[:4], "little")
+        np.random.default_rng([spec.seed, key, epoch]).shuffle(order)
+    return order
+
+
+def initial_cursor() -> dict[str, int]:
+    return {"epoch": 0, "unit": 0, "record": 0, "token": 0, "skipped": 0, "rows": 0}
+
+
+class SubStream:
+    """Rows of ``seq_len + 1`` tokens from one sub-stream; ``state()`` / ``__init__(state=...)`` resume exactly."""
+
+    def __init__(self, spec: SubStreamSpec, tokenizer: Any, eos_id: int, seq_len: int, batch_docs: int,
+                 state: dict[str, int] | None = None) -> None:
+        self.spec, self.tokenizer, self.eos_id = spec, tokenizer, eos_id
+        self.row_len, self.batch_docs = seq_len + 1, batch_docs
+        self.cursor = dict(state or initial_cursor())
+        self._skip_tokens = self.cursor["token"]  # tokens of the first document already used before a restore
+        self._chunks = self._chunk_iter(self.cursor)
+        self._chunk: Chunk | None = None
+        self._pos = 0  # token offset in the current chunk
+
+    def state(self) -> dict[str, int]:
+        """The cursor of the next token (plus counters): small, picklable."""
+        return dict(self.cursor)
+
+    def next_row(self) -> tuple[np.ndarray, list[int]]:
+        """One row (seq_len + 1,) and the offsets in it where a document starts (> 0)."""
+        parts, doc_starts, filled = [], [], 0
+        while filled < self.row_len:
+            chunk = self._current_chunk()
+            take = min(self.row_len - filled, len(chunk.flat) - self._pos)
+            lo, hi = self._pos, self._pos + take
+            # document starts strictly inside (lo, hi), plus lo itself when it is a start and not row offset 0
+            inner = chunk.starts[(chunk.starts > lo) & (chunk.starts < hi)]
+            if filled and _is_start(chunk.starts, lo):  # a chunk boundary at a document start
+                doc_starts.append(filled)
+            doc_starts += (inner - lo + filled).tolist()
+            parts.append(chunk.flat[lo:hi])
+            filled, self._pos = filled + take, hi
+        self.cursor = self._cursor_at()
+        self.cursor["rows"] += 1
+        return np.concatenate(parts) if len(parts) > 1 else parts[0].copy(), sorted(set(doc_starts))
+
+    def _current_chunk(self) -> Chunk:
+        while self._chunk is None or self._pos >= len(self._chunk.flat):
+            self._chunk, self._pos = next(self._chunks), 0
+            if self._chunk.flat.size and self._pos == 0 and self._skip_tokens:
+                self._pos, self._skip_tokens = self._skip_tokens, 0
+        return self._chunk
+
+    def _cursor_at(self) -> dict[str, int]:
+        c = self._chunk
+        assert c is not None
+        rows = self.cursor["rows"]
+        if self._pos >= len(c.flat):
+            return {**c.end_state, "rows": rows}
+        d = int(np.searchsorted(c.starts, self._pos, side="right")) - 1
+        return {"epoch": c.epoch, "unit": c.unit, "record": int(c.records[d]),
+                "token": self._pos - int(c.starts[d]), "skipped": int(c.skipped[d]), "rows": rows}
+
+    # ------------------------------------------------------------------ reading
+
+    def _chunk_iter(self, cursor: dict[str, int]) -> Iterator[Chunk]:
+        """Chunks from the cursor on: passes over the units, a unit's documents in record order."""
+        epoch, unit, record, skipped = cursor["epoch"], cursor["unit"], cursor["record"], cursor["skipped"]
+        while True:
+            order = unit_order(self.spec, epoch)
+            full_pass, produced = unit == 0 and record == 0, False
+            while unit < len(order):
+                for chunk in self._unit_chunks(epoch, unit, order[unit], record, skipped):
+                    produced = produced or chunk.flat.size > 0
+                    skipped = chunk.end_state["skipped"]
+                    yield chunk
+                unit, record = unit + 1, 0
+            if full_pass and not produced:
+                raise DataError(f"source {self.spec.key}: a whole pass over {len(order)} file part(s) gave no "
+                                f"usable document (files: {', '.join(self.spec.files[:3])}...)")
+            if self.spec.on_source_end == "stop":
+                logger.info("source %s: end of pass %d, stopping (data.on_source_end=stop)", self.spec.key, epoch)
+                raise SourceExhausted(self.spec.key)
+            epoch, unit, record = epoch + 1, 0, 0
+            logger.info("source %s: starting pass %d (files in a new order)", self.spec.key, epoch)
+
+    def _unit_chunks(self, epoch: int, unit: int, u: int, start: int, skipped: int) -> Iterator[Chunk]:
+        file_idx, offset, stride = self.spec.units[u]
+        reader = RecordReader(self.spec.files[file_idx], self.spec.text_field, self.spec.subset_field,
+                              on_bad_record=self.spec.on_bad_record, start=start, stride=stride, offset=offset,
+                              subsets=self.spec.subsets)
+        texts: list[str] = []
+        records: list[int] = []
+        skips: list[int] = []
+        for doc in reader:
+            texts.append(doc.text)
+            records.append(doc.index)
+            skips.append(skipped + reader.skipped)
+            if len(texts) == self.batch_docs:
+                end = {"epoch": epoch, "unit": unit, "record": doc.index + 1, "token": 0, "skipped": skips[-1]}
+                yield self._chunk_of(texts, records, skips, epoch, unit, end)
+                texts, records, skips = [], [], []
+        next_unit = {"epoch": epoch, "unit": unit + 1, "record": 0, "token": 0, "skipped": skipped + reader.skipped}
+        yield self._chunk_of(texts, records, skips, epoch, unit, next_unit)
+
+    def _chunk_of(self, texts: list[str], records: list[int], skips: list[int], epoch: int, unit: int,
+                  end: dict[str, int]) -> Chunk:
+        flat, starts = encode(self.tokenizer, texts, self.eos_id) if texts else (np.zeros(0, np.int64), np.zeros(1, np.int64))
+        return Chunk(flat, starts, np.asarray(records, np.int64), np.asarray(skips, np.int64), epoch, unit, end)
+
+
+def _is_start(starts: np.ndarray, pos: int) -> bool:
+    i = int(np.searchsorted(starts, pos))
+    return i < len(starts) - 1 and int(starts[i]) == pos

@@ -1,0 +1,33 @@
+"""Errors shown to users. Kept import-free so the CLI can raise them without heavy imports."""
+
+from __future__ import annotations
+
+import contextlib
+from collections.abc import Iterator
+
+
+class ConfigError(ValueError):
+    """An invalid configuration value. ``key`` is the dotted key, e.g. ``schedule.warmup_steps``."""
+
+    def __init__(self, key: str, message: str) -> None:
+        self.key = key
+        self.message = message
+        super().__init__(f"{key}: {message}" if key else message)
+
+
+@contextlib.contextmanager
+def key_prefix(prefix: str) -> Iterator[None]:
+    """Re-raise a ConfigError raised by a sub-section with its key prefixed by ``prefix``."""
+    try:
+        yield
+    except ConfigError as e:
+        key = f"{prefix}.{e.key}" if e.key else prefix
+        raise ConfigError(key, e.message) from None
+
+
+class DataError(RuntimeError):
+    """A data record or file that cannot be used (names file and line)."""
+
+
+class ResumeError(RuntimeError):
+    """A checkpoint that cannot be resumed from, with the reason."""

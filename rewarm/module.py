@@ -1,0 +1,301 @@
+"""The LightningModule: one training step, evaluation per validation set, optimizer groups, the metrics row.
+
+It receives plain objects only (no config): the model, the validation rows, a loader factory, settings.
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any
+
+import lightning as L
+import torch
+
+from rewarm.evaluate import SetResult, evaluate_rows, role_metrics, token_nll
+
+log = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True)
+class OptimSettings:
+    betas: tuple[float, float] = (0.9, 0.95)
+    eps: float = 1e-8
+    weight_decay: float = 0.1
+    fused: bool | None = None
+    grad_clip: float = 1.0
+
+
+@dataclass(frozen=True)
+class StepSettings:
+    max_steps: int
+    grad_accum_steps: int
+    seq_len: int
+    val_every_steps: int
+    log_every_steps: int
+    eval_batch_size: int
+    flops_per_token: float | None = None
+    peak_flops: float | None = None  # of the whole job (per device x world size)
+
+
+@dataclass
+class ValSet:
+    name: str
+    role: str  # upstream | downstream
+    rows: Any  # rewarm.data.ValRows: .rows (N, T+1), .token_subsets (N, T) | None, .subset_names
+
+
+def param_groups(model: torch.nn.Module, weight_decay: float) -> list[dict[str, Any]]:
+    """Weight decay on weight matrices and embeddings only: never on biases or norm weights."""
+    norm_types = (torch.nn.LayerNorm, torch.nn.GroupNorm, torch.nn.RMSNorm)
+    no_decay: set[int] = set()
+    for module in model.modules():
+        for pname, p in module.named_parameters(recurse=False):
+            if isinstance(module, norm_types) or pname.endswith("bias") or "norm" in type(module).__name__.lower():
+                no_decay.add(id(p))
+    params = [p for p in model.parameters() if p.requires_grad]
+    return [
+        {"params": [p for p in params if id(p) not in no_decay], "weight_decay": weight_decay},
+        {"params": [p for p in params if id(p) in no_decay], "weight_decay": 0.0},
+    ]
+
+
+class RewarmModule(L.LightningModule):
+    def __init__(
+        self,
+        model: torch.nn.Module,
+        *,
+        optim: OptimSettings,
+        steps: StepSettings,
+        scheduler_factory: Callable[[torch.optim.Optimizer], Any],
+        loader_factory: Callable[[int, int], Any],
+        val_sets: list[ValSet],
+        source_names: list[str],
+        state_metrics: Callable[[Any], dict[str, float]] = lambda s: {},
+        after_step: Callable[[Any, int], None] | None = None,
+    ) -> None:
+        super().__init__()
+        self.model = model
+        self.optim = optim
+        self.steps = steps
+        self.scheduler_factory = scheduler_factory
+        self.loader_factory = loader_factory
+        self.val_sets = val_sets
+        self.source_names = source_names
+        self.state_metrics = state_metrics
+        self.after_step = after_step  # (trainer, steps done) -> None: checkpoints, exports, signals
+        self.start_losses: dict[str, float] = {}  # val loss at step 0, per set (kept in checkpoints)
+        self.tokens_seen = 0  # training tokens consumed by completed optimizer steps
+        self.source_tokens = [0] * len(source_names)
+        self.data_state: Any = None  # pipeline state after the last batch trained on
+        self._pending_data_state: Any = None
+        self._loader: Any = None
+        self._reset_step_accumulators()
+        self._row: dict[str, Any] = {}
+        self._evaluated_step = -1
+        self._t_last: float | None = None
+        self._perf_tokens0 = 0
+
+    # ------------------------------------------------------------------ data
+    def train_dataloader(self) -> Any:
+        self._loader = self.loader_factory(self.global_rank, self.trainer.world_size)
+        if self._pending_data_state is not None:
+            self._loader.load_state_dict(self._pending_data_state)
+        return self._loader
+
+    # ------------------------------------------------------------------ training
+    def _reset_step_accumulators(self) -> None:
+        self._loss_sum: torch.Tensor | float = 0.0
+        self._micro = 0
+        self._grad_norm: torch.Tensor | None = None
+        self._lr: float | None = None
+        self._source_rows: torch.Tensor | None = None
+
+    def training_step(self, batch: dict[str, Any], batch_idx: int) -> torch.Tensor:
+        labels = batch["labels"]
+        nll = token_nll(self.model, batch["input_ids"], labels, batch.get("position_ids"))
+        loss = nll.sum() / (labels != -100).sum().clamp(min=1)
+        self._loss_sum = self._loss_sum + loss.detach()
+        self._micro += 1
+        counts = torch.bincount(batch["source_ids"], minlength=len(self.source_names))
+        self._source_rows = counts if self._source_rows is None else self._source_rows + counts
+        self.data_state = batch.get("data_state")
+        return loss
+
+    def on_train_batch_start(self, batch: Any, batch_idx: int) -> None:
+        if self._micro == 0 and self._should_eval(self.global_step):
+            self._run_eval(self.global_step)
+
+    def _should_eval(self, step: int) -> bool:
+        every = self.steps.val_every_steps
+        return step != self._evaluated_step and (step == 0 or (every > 0 and step % every == 0))
+
+    def on_before_optimizer_step(self, optimizer: torch.optim.Optimizer) -> None:
+        self._lr = optimizer.param_groups[0]["lr"]
+
+    def configure_gradient_clipping(self, optimizer: Any, gradient_clip_val: Any = None,
+                                    gradient_clip_algorithm: Any = None) -> None:
+        max_norm = self.optim.grad_clip if self.optim.grad_clip > 0 else math.inf
+        self._grad_norm = torch.nn.utils.clip_grad_norm_(self.parameters(), max_norm)
+
+    def on_train_batch_end(self, outputs: Any, batch: Any, batch_idx: int) -> None:
+        if self._micro < self.steps.grad_accum_steps:
+            return
+        step = self.global_step - 1  # the optimizer step just taken (0-based)
+        tokens_before = self.tokens_seen
+        self._account_tokens()
+        if step % self.steps.log_every_steps == 0 or self._row:
+            self._row.update(self._train_metrics())
+        if self._row:
+            self._emit(step, tokens_before)
+        self._reset_step_accumulators()
+        if self.after_step is not None:
+            self.after_step(self.trainer, self.global_step)
+
+    def _account_tokens(self) -> None:
+        rows = self._all_reduce(self._source_rows.double()).tolist() if self._source_rows is not None else []
+        for i, n in enumerate(rows):
+            self.source_tokens[i] += int(n) * self.steps.seq_len
+        self.tokens_seen += int(sum(rows)) * self.steps.seq_len
+
+    def _train_metrics(self) -> dict[str, float]:
+        loss = self._all_reduce(torch.as_tensor(self._loss_sum, dtype=torch.float64, device=self.device))
+        out: dict[str, float] = {
+            "train/loss": loss.item() / (self._micro * self.trainer.world_size),
+            "optim/lr": self._lr if self._lr is not None else float("nan"),
+            "data/tokens_seen": self.tokens_seen,
+        }
+        if self._grad_norm is not None:
+            out["optim/grad_norm"] = float(self._grad_norm)
+        total = max(1, self.tokens_seen)
+        for name, n in zip(self.source_names, self.source_tokens):
+            out[f"data/{name}/tokens"] = n
+            out[f"data/{name}/fraction"] = n / total
+        out.update(self.state_metrics(self.data_state))
+        out.update(self._perf_metrics())
+        return out
+
+    def _perf_metrics(self) -> dict[str, float]:
+        now = time.perf_counter()
+        out: dict[str, float] = {}
+        if self._t_last is not None:
+            dt = now - self._t_last
+            tps = (self.tokens_seen - self._perf_tokens0) / dt if dt > 0 else float("nan")
+            out["perf/tokens_per_sec"] = tps
+            if self.steps.flops_per_token and self.steps.peak_flops:
+                out["perf/mfu"] = tps * self.steps.flops_per_token / self.steps.peak_flops
+        if torch.cuda.is_available():
+            out["perf/peak_mem_gib"] = torch.cuda.max_memory_allocated() / 2**30
+        else:
+            import resource
+
+            out["perf/peak_rss_gib"] = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 2**20
+        self._t_last, self._perf_tokens0 = now, self.tokens_seen
+        return out
+
+    def _emit(self, step: int, tokens: int) -> None:
+        """One metrics row. ``tokens``: training tokens the model had consumed when the row's losses were
+        measured (row ``s`` = the model after ``s`` updates)."""
+        row = {"tokens": tokens, **self._row}
+        for logger in self.trainer.loggers:
+            logger.log_metrics(row, step=step)
+        self._row = {}
+
+    # ------------------------------------------------------------------ evaluation
+    def _all_reduce(self, t: torch.Tensor) -> torch.Tensor:
+        if self.trainer.world_size > 1:
+            return self.trainer.strategy.reduce(t.to(self.device), reduce_op="sum")
+        return t
+
+    def evaluate(self) -> dict[str, SetResult]:
+        was_training = self.model.training
+        self.model.eval()
+        try:
+            return {
+                vs.name: evaluate_rows(
+                    self.model, vs.rows.rows, vs.rows.token_subsets, vs.rows.subset_names,
+                    batch_size=self.steps.eval_batch_size, device=self.device,
+                    rank=self.global_rank, world_size=self.trainer.world_size, all_reduce=self._all_reduce,
+                )
+                for vs in self.val_sets
+            }
+        finally:
+            self.model.train(was_training)
+
+    def _run_eval(self, step: int) -> None:
+        t0 = time.perf_counter()
+        results = self.evaluate()
+        if self._t_last is not None:  # keep evaluation time out of perf/tokens_per_sec
+            self._t_last += time.perf_counter() - t0
+        for vs in self.val_sets:
+            res = results[vs.name]
+            if step == 0 and vs.name not in self.start_losses:
+                self.start_losses[vs.name] = res.loss
+            self._row.update(res.metrics(vs.name))
+            self._row.update(role_metrics(vs.name, vs.role, res.loss, self.start_losses.get(vs.name)))
+        self._evaluated_step = step
+
+    def on_train_end(self) -> None:
+        step = self.global_step
+        if step != self._evaluated_step:
+            self._run_eval(step)
+        self.final_metrics = dict(self._row)
+        if self._row:
+            self._row["data/tokens_seen"] = self.tokens_seen
+            self._emit(step, self.tokens_seen)
+
+    # ------------------------------------------------------------------ optimizer
+    def configure_optimizers(self) -> Any:
+        o = self.optim
+        fused = o.fused if o.fused is not None else self.device.type == "cuda"
+        groups = param_groups(self.model, o.weight_decay)
+        opt = torch.optim.AdamW(groups, lr=1.0, betas=o.betas, eps=o.eps, fused=fused or None)
+        sched = self.scheduler_factory(opt)
+        return {"optimizer": opt, "lr_scheduler": {"scheduler": sched, "interval": "step", "frequency": 1}}
+
+    # ------------------------------------------------------------------ checkpoint state
+    def on_save_checkpoint(self, checkpoint: dict[str, Any]) -> None:
+        checkpoint["rewarm"] = {
+            "start_losses": self.start_losses,
+            "tokens_seen": self.tokens_seen,
+            "source_tokens": self.source_tokens,
+            "data_state": self.data_state,
+            "evaluated_step": self._evaluated_step,
+            "rng": rng_state(),
+        }
+
+    def on_load_checkpoint(self, checkpoint: dict[str, Any]) -> None:
+        state = checkpoint.get("rewarm", {})
+        self.start_losses = dict(state.get("start_losses", {}))
+        self.tokens_seen = int(state.get("tokens_seen", 0))
+        self.source_tokens = list(state.get("source_tokens", self.source_tokens))
+        self.data_state = self._pending_data_state = state.get("data_state")
+        self._evaluated_step = int(state.get("evaluated_step", -1))
+        if "rng" in state:
+            set_rng_state(state["rng"])
+
+
+def rng_state() -> dict[str, Any]:
+    import random
+
+    import numpy as np
+
+    out: dict[str, Any] = {"python": random.getstate(), "numpy": np.random.get_state(), "torch": torch.get_rng_state()}
+    if torch.cuda.is_available():
+        out["cuda"] = torch.cuda.get_rng_state_all()
+    return out
+
+
+def set_rng_state(state: dict[str, Any]) -> None:
+    import random
+
+    import numpy as np
+
+    random.setstate(state["python"])
+    np.random.set_state(state["numpy"])
+    torch.set_rng_state(state["torch"])
+    if "cuda" in state and torch.cuda.is_available():
+        torch.cuda.set_rng_state_all(state["cuda"])

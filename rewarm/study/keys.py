@@ -1,0 +1,122 @@
+"""Small pure helpers shared by sweeps and comparisons: dotted keys, value formatting, short names.
+
+A value is formatted so that it reads well in a run name or a legend *and* parses back to the same
+value through OmegaConf's dotlist parser (``3e-4`` rather than ``0.0003``).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import re
+from collections.abc import Iterable, Mapping
+from typing import Any
+
+_UNSAFE = re.compile(r"[^A-Za-z0-9._+=-]+")
+MAX_NAME_CHARS = 80
+"""Longer derived names are cut and get a short hash, so that file names stay usable."""
+
+
+def flatten(tree: Mapping[str, Any], prefix: str = "") -> dict[str, Any]:
+    """Nested mappings -> ``{"a.b.c": leaf}``. Lists are leaves; dotted keys in the input are kept as given."""
+    out: dict[str, Any] = {}
+    for key, value in tree.items():
+        full = f"{prefix}.{key}" if prefix else str(key)
+        if isinstance(value, Mapping) and value:
+            out.update(flatten(value, full))
+        else:
+            out[full] = value
+    return out
+
+
+def format_float(x: float) -> str:
+    """Shortest of Python's repr and a compact scientific form: 0.0003 -> '3e-4', 0.1 -> '0.1'."""
+    if x != x:  # YAML spells nan / inf like this
+        return ".nan"
+    if x in (float("inf"), float("-inf")):
+        return ".inf" if x > 0 else "-.inf"
+    plain = repr(x)
+    mantissa, exp = f"{x:.12e}".split("e")
+    mantissa = mantissa.rstrip("0").rstrip(".")
+    sci = f"{mantissa}e{int(exp)}"
+    return sci if len(sci) < len(plain) else plain
+
+
+def format_value(value: Any) -> str:
+    """A value as override text: YAML-flow for lists and maps, quoted strings only where needed."""
+    if value is None:
+        return "null"
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    if isinstance(value, float):
+        return format_float(value)
+    if isinstance(value, int):
+        return str(value)
+    if isinstance(value, (list, tuple)):
+        return "[" + ",".join(format_value(v) for v in value) + "]"
+    if isinstance(value, Mapping):
+        return "{" + ",".join(f"{k}:{format_value(v)}" for k, v in value.items()) + "}"
+    return _format_str(str(value))
+
+
+def _format_str(text: str) -> str:
+    """Quote a string only if YAML would read it as something else (a number, a list, 'true', ...)."""
+    if text and not re.search(r"[\s:,\[\]{}#&*!|>'\"%@`]", text) and not _looks_scalar(text):
+        return text
+    return json.dumps(text)  # a JSON string is a valid YAML double-quoted scalar
+
+
+def _looks_scalar(text: str) -> bool:
+    if text.lower() in ("true", "false", "yes", "no", "on", "off", "null", "none", "~"):
+        return True
+    try:
+        float(text.replace("_", ""))
+        return True
+    except ValueError:
+        return False
+
+
+def short_keys(keys: Iterable[str]) -> dict[str, str]:
+    """Each dotted key -> its shortest dotted suffix that no other key of the set ends with.
+
+    ``{"schedule.max_lr", "data.train.up.weight", "data.train.down.weight"}`` ->
+    ``max_lr``, ``up.weight``, ``down.weight``.
+    """
+    keys = sorted(set(keys))
+    parts = {k: k.split(".") for k in keys}
+    out = {}
+    for key in keys:
+        for n in range(1, len(parts[key]) + 1):
+            suffix = ".".join(parts[key][-n:])
+            clash = any(o != key and (o == suffix or o.endswith("." + suffix)) for o in keys)
+            if not clash:
+                break
+        out[key] = suffix
+    return out
+
+
+def sanitize(text: str) -> str:
+    """A string usable as a file name and a run name (no '/', no spaces); long ones cut + hashed."""
+    clean = _UNSAFE.sub("-", text).strip("-.") or "run"
+    if len(clean) > MAX_NAME_CHARS:
+        digest = hashlib.sha1(text.encode()).hexdigest()[:8]
+        clean = clean[: MAX_NAME_CHARS - 9].rstrip("-._") + "-" + digest
+    return clean
+
+
+def unique(names: list[str]) -> list[str]:
+    """Give repeated names a suffix ``-2``, ``-3``, ... (first occurrence unchanged)."""
+    seen: set[str] = set(names)
+    counts: dict[str, int] = {}
+    out = []
+    for name in names:
+        counts[name] = counts.get(name, 0) + 1
+        if counts[name] == 1:
+            out.append(name)
+            continue
+        n = counts[name]
+        while f"{name}-{n}" in seen:
+            n += 1
+        seen.add(f"{name}-{n}")
+        out.append(f"{name}-{n}")
+    return out

@@ -1,0 +1,261 @@
+"""Builds the Trainer (strategy, loggers, callbacks) and runs one training job. The config stops here:
+below ``run`` the pieces receive plain arguments."""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import sys
+from functools import partial
+from pathlib import Path
+from typing import Any
+
+from rewarm.config import BatchPlan, RunConfig, batch_plan, to_dict, to_yaml
+
+log = logging.getLogger(__name__)
+
+
+def setup_logging(level: str = "INFO") -> None:
+    root = logging.getLogger()
+    if not any(getattr(h, "_rewarm", False) for h in root.handlers):
+        handler = logging.StreamHandler(sys.stderr)
+        handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(name)s: %(message)s", "%H:%M:%S"))
+        handler._rewarm = True  # type: ignore[attr-defined]
+        root.addHandler(handler)
+    logging.getLogger("rewarm").setLevel(level)
+    root.setLevel(logging.WARNING)
+
+
+def build_val_sets(cfg: RunConfig, tokenizer: Any) -> list[Any]:
+    from rewarm.data import build_val_rows
+    from rewarm.module import ValSet
+
+    cache = Path(cfg.data.cache_dir) if cfg.data.cache_dir else Path(cfg.run.out_dir) / ".cache"
+    return [
+        ValSet(name, vs.role, build_val_rows(vs, tokenizer, cfg.data.seq_len, cache / "val"))
+        for name, vs in cfg.data.val.items()
+    ]
+
+
+def build_module(cfg: RunConfig, plan: BatchPlan, model: Any, tokenizer: Any, val_sets: list[Any]) -> Any:
+    from rewarm.data import build_train_loader, state_metrics
+    from rewarm.module import OptimSettings, RewarmModule, StepSettings
+    from rewarm.perf import flops_per_token
+    from rewarm.schedules import build_scheduler
+
+    c = model.config
+    fpt = flops_per_token(c.num_hidden_layers, c.hidden_size, c.vocab_size, plan.seq_len,
+                          getattr(c, "intermediate_size", None))
+    steps = StepSettings(
+        max_steps=plan.max_steps, grad_accum_steps=plan.grad_accum_steps, seq_len=plan.seq_len,
+        val_every_steps=cfg.trainer.val_every_steps, log_every_steps=cfg.trainer.log_every_steps,
+        eval_batch_size=cfg.trainer.micro_batch_size, flops_per_token=fpt, peak_flops=_job_peak_flops(plan),
+    )
+    o = cfg.optimizer
+    optim = OptimSettings(betas=(o.betas[0], o.betas[1]), eps=o.eps, weight_decay=o.weight_decay, fused=o.fused,
+                          grad_clip=cfg.trainer.grad_clip)
+
+    def loader_factory(rank: int, world_size: int) -> Any:
+        return build_train_loader(cfg.data, tokenizer, micro_batch_size=plan.micro_batch_size, seed=cfg.run.seed,
+                                  rank=rank, world_size=world_size)
+
+    return RewarmModule(
+        model, optim=optim, steps=steps,
+        scheduler_factory=partial(build_scheduler, cfg=cfg.schedule, total_steps=plan.max_steps,
+                                  tokens_per_step=plan.tokens_per_step),
+        loader_factory=loader_factory, val_sets=val_sets, source_names=sorted(cfg.data.train),
+        state_metrics=state_metrics,
+    )
+
+
+def _job_peak_flops(plan: BatchPlan) -> float | None:
+    import torch
+
+    from rewarm.perf import peak_flops
+
+    if not torch.cuda.is_available():
+        return None
+    peak = peak_flops(torch.cuda.get_device_name())
+    return peak * plan.world_size if peak else None
+
+
+def metric_columns(cfg: RunConfig, val_sets: list[Any]) -> list[str]:
+    cols = ["train/loss", "optim/lr", "optim/grad_norm", "data/tokens_seen", "data/skipped_records"]
+    for name in sorted(cfg.data.train):
+        cols += [f"data/{name}/tokens", f"data/{name}/fraction", f"data/{name}/passes"]
+    for vs in val_sets:
+        cols += [f"val/{vs.name}/loss", f"val/{vs.name}/ppl"]
+        cols += [f"val/{vs.name}/{sub}/loss" for sub in vs.rows.subset_names]
+        cols.append(f"forgetting/{vs.name}" if vs.role == "upstream" else f"adaptation/{vs.name}")
+    return cols + ["perf/tokens_per_sec", "perf/mfu", "perf/peak_mem_gib", "perf/peak_rss_gib"]
+
+
+def build_loggers(cfg: RunConfig, run_dir: Path, columns: list[str]) -> list[Any]:
+    from rewarm.metrics import CsvRunLogger
+
+    loggers: list[Any] = [CsvRunLogger(run_dir / "metrics.csv", columns)]
+    w = cfg.logging.wandb
+    if w.mode != "disabled":
+        from lightning.pytorch.loggers import WandbLogger
+
+        loggers.append(WandbLogger(
+            name=w.name or cfg.run.name, save_dir=str(run_dir), project=w.project, entity=w.entity, group=w.group,
+            tags=list(w.tags), mode=w.mode, id=wandb_run_id(run_dir), resume="allow", config=to_dict(cfg),
+        ))
+    return loggers
+
+
+def wandb_run_id(run_dir: Path) -> str:
+    """Stored in the run directory so a resumed or requeued run continues the same wandb run."""
+    path = run_dir / "wandb_id"
+    if path.is_file():
+        return path.read_text().strip()
+    import uuid
+
+    run_id = uuid.uuid4().hex[:12]
+    path.write_text(run_id + "\n")
+    return run_id
+
+
+def build_trainer(cfg: RunConfig, plan: BatchPlan, loggers: list[Any], callbacks: list[Any]) -> Any:
+    import lightning as L
+
+    t = cfg.trainer
+    progress_bar = cfg.logging.progress == "bar" or (cfg.logging.progress == "auto" and sys.stderr.isatty())
+    return L.Trainer(
+        accelerator=t.accelerator, devices=t.devices, num_nodes=t.num_nodes, strategy=t.strategy,
+        precision=t.precision, max_steps=plan.max_steps, max_epochs=1, accumulate_grad_batches=plan.grad_accum_steps,
+        logger=loggers, callbacks=callbacks, enable_checkpointing=False, enable_progress_bar=progress_bar,
+        enable_model_summary=False, num_sanity_val_steps=0, limit_val_batches=0, use_distributed_sampler=False,
+        log_every_n_steps=t.log_every_steps, deterministic=cfg.run.deterministic or None,
+        default_root_dir=str(cfg.run_dir),
+    )
+
+
+def run(cfg: RunConfig) -> Path:
+    """Train (or resume) the run described by ``cfg``; returns the run directory."""
+    import lightning as L
+
+    from rewarm.checkpointing import Checkpointer, SignalWatcher, resolve_resume
+    from rewarm.data import check_paths
+    from rewarm.model import check_vocab, choose_attn_implementation, load_model, load_tokenizer
+
+    setup_logging(cfg.logging.level)
+    plan = batch_plan(cfg)
+    check_paths(cfg.data)
+    run_dir = cfg.run_dir
+    run_dir.mkdir(parents=True, exist_ok=True)
+    os.environ.setdefault("TOKENIZERS_PARALLELISM", "false" if cfg.data.num_workers > 0 else "true")
+    L.seed_everything(cfg.run.seed, workers=True, verbose=False)
+    m = cfg.model
+    tokenizer = load_tokenizer(m.name_or_path, m.revision, m.tokenizer, m.trust_remote_code)
+    attn = choose_attn_implementation(m.attn_implementation, _device_type(cfg))
+    log.info("attention implementation: %s (requested %s)", attn, m.attn_implementation)
+    model = load_model(m.name_or_path, m.revision, init=m.init, dtype=m.dtype, attn_implementation=attn,
+                       trust_remote_code=m.trust_remote_code, seed=cfg.run.seed)
+    check_vocab(model, tokenizer)
+    if m.activation_checkpointing:
+        model.gradient_checkpointing_enable()
+    val_sets = build_val_sets(cfg, tokenizer)
+    module = build_module(cfg, plan, model, tokenizer, val_sets)
+    columns = metric_columns(cfg, val_sets)
+    loggers = build_loggers(cfg, run_dir, columns)
+    signals = SignalWatcher()
+    checkpointer = Checkpointer(
+        run_dir / "checkpoints", every_steps=cfg.checkpoint.every_steps, every_minutes=cfg.checkpoint.every_minutes,
+        keep_last=cfg.checkpoint.keep_last, keep_every=cfg.checkpoint.keep_every,
+        info=lambda: {"tokens_seen": module.tokens_seen, "wandb_id": _read(run_dir / "wandb_id")},
+    )
+    module.after_step = partial(_after_step, module=module, checkpointer=checkpointer, signals=signals,
+                                hf_every=cfg.checkpoint.hf_every_steps, tokenizer=tokenizer, run_dir=run_dir)
+    from rewarm.callbacks import ProgressLines
+
+    callbacks = [] if cfg.logging.progress in ("bar", "off") else [ProgressLines()]
+    trainer = build_trainer(cfg, plan, loggers, callbacks)
+    ckpt = resolve_resume(cfg.resume.mode, run_dir)
+    resume_step = _manifest_step(ckpt)
+    if trainer.is_global_zero:
+        (run_dir / "config.yaml").write_text(to_yaml(cfg))
+        loggers[0].start(resume_step)
+        log.info("run %s: %d steps x %d tokens/step = %d tokens; %s", cfg.run.name, plan.max_steps,
+                 plan.tokens_per_step, plan.total_tokens, f"resuming at step {resume_step}" if ckpt else "fresh")
+    signals.install()
+    try:
+        trainer.fit(module, ckpt_path=str(ckpt / "state.ckpt") if ckpt else None)
+    finally:
+        signals.uninstall()
+        for lg in loggers:
+            lg.finalize("success")
+    if signals.received is not None:
+        _exit_preempted(run_dir)
+    checkpointer.save(trainer, reason="end")
+    if trainer.is_global_zero:
+        export_hf(module.model, tokenizer, run_dir / "hf")
+        write_summary(run_dir, module, trainer.global_step)
+    return run_dir
+
+
+def _after_step(trainer: Any, steps_done: int, *, module: Any, checkpointer: Any, signals: Any, hf_every: int,
+                tokenizer: Any, run_dir: Path) -> None:
+    import torch
+
+    stop = signals.received is not None
+    if trainer.world_size > 1:  # every rank must agree, or the collective save would hang
+        stop = module._all_reduce(torch.tensor(float(stop), device=module.device)).item() > 0
+    if stop:
+        signals.received = signals.received or 15
+        checkpointer.save(trainer, reason="preemption")
+        trainer.should_stop = True
+        return
+    if steps_done < trainer.max_steps and checkpointer.due(steps_done):
+        checkpointer.save(trainer, reason="periodic")
+    if hf_every and steps_done % hf_every == 0 and trainer.is_global_zero:
+        export_hf(module.model, tokenizer, run_dir / "hf" / f"step{steps_done}")
+
+
+def _exit_preempted(run_dir: Path) -> None:
+    """Requeue under SLURM (the next start resumes with resume=auto), else exit with PREEMPTED_EXIT_CODE."""
+    import subprocess
+
+    from rewarm.checkpointing import PREEMPTED_EXIT_CODE
+
+    job = os.environ.get("SLURM_JOB_ID")
+    if job and os.environ.get("SLURM_PROCID", "0") == "0":
+        log.warning("preempted: requeueing SLURM job %s", job)
+        subprocess.run(["scontrol", "requeue", job], check=False)
+    log.warning("preempted: checkpoint saved in %s/checkpoints; exiting with code %d", run_dir, PREEMPTED_EXIT_CODE)
+    raise SystemExit(PREEMPTED_EXIT_CODE)
+
+
+def export_hf(model: Any, tokenizer: Any, out: Path) -> None:
+    out.mkdir(parents=True, exist_ok=True)
+    model.save_pretrained(out)
+    tokenizer.save_pretrained(out)
+
+
+def write_summary(run_dir: Path, module: Any, step: int) -> None:
+    """Written last: its presence marks a finished run (sweeps skip those)."""
+    summary = {"finished": True, "step": step, "tokens": module.tokens_seen,
+               "final": getattr(module, "final_metrics", {})}
+    tmp = run_dir / "summary.json.tmp"
+    tmp.write_text(json.dumps(summary, indent=1, sort_keys=True))
+    os.replace(tmp, run_dir / "summary.json")
+
+
+def _manifest_step(ckpt: Path | None) -> int | None:
+    if ckpt is None:
+        return None
+    return int(json.loads((ckpt / "manifest.json").read_text())["step"])
+
+
+def _read(path: Path) -> str | None:
+    return path.read_text().strip() if path.is_file() else None
+
+
+def _device_type(cfg: RunConfig) -> str:
+    import torch
+
+    if cfg.trainer.accelerator == "cpu":
+        return "cpu"
+    return "cuda" if torch.cuda.is_available() else "cpu"
