@@ -10,7 +10,7 @@ from pathlib import Path
 
 
 from rewarm.config import RunConfig, batch_plan, load
-from rewarm.errors import ConfigError, DataError, ResumeError
+from rewarm.errors import ConfigError, DataError, ResumeError, key_prefix
 
 EXIT_CONFIG = 2
 
@@ -54,7 +54,8 @@ def check_main(argv: list[str]) -> int:
     try:
         from rewarm.data import check_paths
 
-        check_paths(cfg.data)
+        with key_prefix("data"):
+            check_paths(cfg.data)
         print(format_plan(cfg))
     except ConfigError as e:
         print(f"error: invalid config: {e}", file=sys.stderr)

@@ -6,7 +6,6 @@ It receives plain objects only (no config): the model, the validation rows, a lo
 from __future__ import annotations
 
 import logging
-import math
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -138,8 +137,9 @@ class RewarmModule(L.LightningModule):
 
     def configure_gradient_clipping(self, optimizer: Any, gradient_clip_val: Any = None,
                                     gradient_clip_algorithm: Any = None) -> None:
-        max_norm = self.optim.grad_clip if self.optim.grad_clip > 0 else math.inf
-        self._grad_norm = torch.nn.utils.clip_grad_norm_(self.parameters(), max_norm)
+        from rewarm.strategies import clip_gradients  # DeepSpeed clips in engine.step(); FSDP2 needs DTensor norms
+
+        self._grad_norm = clip_gradients(self.trainer.strategy, self.parameters(), self.optim.grad_clip)
 
     def on_train_batch_end(self, outputs: Any, batch: Any, batch_idx: int) -> None:
         if self._micro < self.steps.grad_accum_steps:
@@ -279,11 +279,16 @@ class RewarmModule(L.LightningModule):
 
 
 def rng_state() -> dict[str, Any]:
+    """RNG states of this process as plain types and tensors (loadable by ``torch.load(weights_only=True)``:
+    numpy's key array becomes a list). DataLoader workers hold no RNG state to save: the data pipeline's
+    randomness is a pure function of (seed, rank, batch index)."""
     import random
 
     import numpy as np
 
-    out: dict[str, Any] = {"python": random.getstate(), "numpy": np.random.get_state(), "torch": torch.get_rng_state()}
+    name, keys, pos, has_gauss, cached = np.random.get_state()
+    out: dict[str, Any] = {"python": random.getstate(), "numpy": (name, keys.tolist(), pos, has_gauss, cached),
+                           "torch": torch.get_rng_state()}
     if torch.cuda.is_available():
         out["cuda"] = torch.cuda.get_rng_state_all()
     return out
@@ -294,8 +299,14 @@ def set_rng_state(state: dict[str, Any]) -> None:
 
     import numpy as np
 
-    random.setstate(state["python"])
-    np.random.set_state(state["numpy"])
+    random.setstate(_as_tuple(state["python"]))
+    name, keys, pos, has_gauss, cached = state["numpy"]
+    np.random.set_state((name, np.asarray(keys, dtype=np.uint32), int(pos), int(has_gauss), float(cached)))
     torch.set_rng_state(state["torch"])
     if "cuda" in state and torch.cuda.is_available():
         torch.cuda.set_rng_state_all(state["cuda"])
+
+
+def _as_tuple(value: Any) -> Any:
+    """random.setstate wants tuples all the way down (a checkpoint may hand back lists)."""
+    return tuple(_as_tuple(v) for v in value) if isinstance(value, (list, tuple)) else value

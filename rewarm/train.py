@@ -12,6 +12,7 @@ from pathlib import Path
 from typing import Any
 
 from rewarm.config import BatchPlan, RunConfig, batch_plan, to_dict, to_yaml
+from rewarm.errors import key_prefix
 
 log = logging.getLogger(__name__)
 
@@ -121,10 +122,13 @@ def wandb_run_id(run_dir: Path) -> str:
 def build_trainer(cfg: RunConfig, plan: BatchPlan, loggers: list[Any], callbacks: list[Any]) -> Any:
     import lightning as L
 
+    from rewarm.strategies import build_strategy, resolve_accelerator
+
     t = cfg.trainer
     progress_bar = cfg.logging.progress == "bar" or (cfg.logging.progress == "auto" and sys.stderr.isatty())
     return L.Trainer(
-        accelerator=t.accelerator, devices=t.devices, num_nodes=t.num_nodes, strategy=t.strategy,
+        accelerator=resolve_accelerator(t.accelerator), devices=t.devices, num_nodes=t.num_nodes,
+        strategy=build_strategy(t, plan),
         precision=t.precision, max_steps=plan.max_steps, max_epochs=1, accumulate_grad_batches=plan.grad_accum_steps,
         logger=loggers, callbacks=callbacks, enable_checkpointing=False, enable_progress_bar=progress_bar,
         enable_model_summary=False, num_sanity_val_steps=0, limit_val_batches=0, use_distributed_sampler=False,
@@ -143,7 +147,8 @@ def run(cfg: RunConfig) -> Path:
 
     setup_logging(cfg.logging.level)
     plan = batch_plan(cfg)
-    check_paths(cfg.data)
+    with key_prefix("data"):
+        check_paths(cfg.data)
     run_dir = cfg.run_dir
     run_dir.mkdir(parents=True, exist_ok=True)
     os.environ.setdefault("TOKENIZERS_PARALLELISM", "false" if cfg.data.num_workers > 0 else "true")

@@ -97,7 +97,7 @@ def tiny_overrides(world: dict[str, Path], out_dir: Path, **extra: object) -> li
         "data.seq_len": 16, "data.num_workers": 0,
         "data.train.slimpajama.paths": f"[{r}/slimpajama/train/chunk1/*.jsonl.zst]",
         "data.val.pile.paths": f"[{r}/pile/val.jsonl.zst]", "data.val.pile.role": "upstream",
-        "data.val.pile.max_tokens": 256,
+        "data.val.pile.max_tokens": 256, "data.val.pile.subset_field": "meta.pile_set_name",
         "data.val.slimpajama.paths": f"[{r}/slimpajama/validation/chunk1/*.jsonl.zst]",
         "data.val.slimpajama.role": "downstream", "data.val.slimpajama.max_tokens": 256,
         "trainer.max_steps": 6, "trainer.micro_batch_size": 2, "trainer.val_every_steps": 3,

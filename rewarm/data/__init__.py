@@ -36,11 +36,12 @@ def build_train_loader(cfg: DataConfig, tokenizer: Any, *, micro_batch_size: int
 
 
 def build_val_rows(val: ValSetConfig, tokenizer: Any, seq_len: int, cache_dir: str | Path, *,
-                   on_bad_record: str = "skip") -> ValRows:
-    """Rows (N, seq_len + 1) of a validation set, cached under ``cache_dir``; see rewarm.data.val."""
+                   on_bad_record: str = "skip", reader: str = "auto") -> ValRows:
+    """Rows (N, seq_len + 1) of a validation set, cached under ``cache_dir``; see rewarm.data.val.
+    Pass ``on_bad_record=cfg.on_bad_record, reader=cfg.reader`` from the DataConfig."""
     from rewarm.data.val import build_val_rows as build
 
-    return build(val, tokenizer, seq_len, cache_dir, on_bad_record=on_bad_record)
+    return build(val, tokenizer, seq_len, cache_dir, on_bad_record=on_bad_record, reader=reader)
 
 
 def check_paths(cfg: DataConfig) -> None:

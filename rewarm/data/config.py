@@ -203,6 +203,8 @@ class DataConfig:
         for kind, sets in (("train", self.train), ("val", self.val)):
             for name, src in sets.items():
                 _check_key(f"{kind}.{name}", name)
+                if src.hf_dataset and self.reader == "plain":
+                    raise ConfigError("reader", f"{kind}.{name}.hf_dataset is read with `datasets`: set reader=auto")
                 try:
                     src.validate()
                 except ConfigError as e:

@@ -24,7 +24,7 @@ import torch
 from rewarm.data.config import DataConfig
 from rewarm.data.mixing import BatchMaker, Plan, SubSource
 from rewarm.data.packing import SourceExhausted
-from rewarm.data.sources import expand_paths
+from rewarm.data.sources import expand_paths, is_remote
 from rewarm.errors import ResumeError
 
 logger = logging.getLogger(__name__)
@@ -54,7 +54,8 @@ def make_subs(cfg: DataConfig) -> tuple[tuple[SubSource, ...], tuple[str, ...]]:
         knots = tuple((k.at, k.weight) for k in src.weight_schedule)
         common = dict(source_id=sid, files=files, text_field=src.resolved_text_field(),
                       subset_field=src.resolved_subset_field(), shuffle_files=src.shuffle_files,
-                      weight=src.weight, knots=knots)
+                      weight=src.weight, knots=knots, backend=backend_of(cfg, src.hf_dataset, files),
+                      hf_dataset=src.hf_dataset, hf_split=src.hf_split)
         kept = {k: v for k, v in sorted(src.subsets.items()) if v > 0}
         if not kept:
             subs.append(SubSource(key=name, subsets=None, share=1.0, **common))  # type: ignore[arg-type]
@@ -63,6 +64,13 @@ def make_subs(cfg: DataConfig) -> tuple[tuple[SubSource, ...], tuple[str, ...]]:
             subs.append(SubSource(key=f"{name}/{subset}", subsets=frozenset([subset]), share=share,
                                   **common))  # type: ignore[arg-type]
     return tuple(subs), names
+
+
+def backend_of(cfg: DataConfig, hf_dataset: str | None, files: tuple[str, ...]) -> str:
+    """datasets for hub ids, remote files or data.reader=datasets; else the plain reader (faster on local files)."""
+    if cfg.reader == "datasets" or hf_dataset or (cfg.reader == "auto" and any(is_remote(f) for f in files)):
+        return "datasets"
+    return "plain"
 
 
 def data_fingerprint(cfg: DataConfig, tokenizer: Any, files: list[str]) -> str:

@@ -37,6 +37,9 @@ class SubSource:
     weight: float
     knots: tuple[tuple[float, float], ...]
     share: float  # fraction of the source's weight (1.0 without subsets)
+    backend: str = "plain"  # plain | datasets (see rewarm.data.hf)
+    hf_dataset: str | None = None
+    hf_split: str = "train"
 
 
 @dataclass(frozen=True)
@@ -144,9 +147,11 @@ class BatchMaker:
     def _sub(self, i: int) -> SubStream:
         if i not in self._subs:
             sub, plan = self.plan.subs[i], self.plan
-            spec = SubStreamSpec(sub.key, sub.files, units_for(len(sub.files), plan.rank * plan.streams_per_rank
-                                 + self.stream, plan.readers), sub.text_field, sub.subset_field, sub.subsets,
-                                 sub.shuffle_files, plan.on_source_end, plan.on_bad_record, plan.seed)
+            reader = plan.rank * plan.streams_per_rank + self.stream
+            units = ((0, 0, 1),) if sub.backend == "datasets" else units_for(len(sub.files), reader, plan.readers)
+            spec = SubStreamSpec(sub.key, sub.files, units, sub.text_field, sub.subset_field, sub.subsets,
+                                 sub.shuffle_files, plan.on_source_end, plan.on_bad_record, plan.seed, sub.backend,
+                                 sub.hf_dataset, sub.hf_split, reader, plan.readers)
             self._subs[i] = SubStream(spec, self.tokenizer, plan.eos_id, plan.seq_len, plan.batch_docs,
                                       self._cursors.get(sub.key))
         return self._subs[i]

@@ -17,7 +17,7 @@ from typing import Any
 
 import numpy as np
 
-from rewarm.data.sources import RecordReader
+from rewarm.data.sources import Doc, RecordReader
 from rewarm.errors import DataError
 
 logger = logging.getLogger(__name__)
@@ -41,6 +41,11 @@ class SubStreamSpec:
     on_source_end: str
     on_bad_record: str
     seed: int
+    backend: str = "plain"  # plain (RecordReader over units) | datasets (HFReader, one unit per pass)
+    hf_dataset: str | None = None
+    hf_split: str = "train"
+    reader: int = 0  # this reader's index, and the number of readers over all ranks and streams
+    readers: int = 1
 
 
 @dataclass
@@ -49,11 +54,11 @@ class Chunk:
 
     flat: np.ndarray  # (n_tokens,) int64
     starts: np.ndarray  # (n_docs + 1,) int64 offsets into flat
-    records: np.ndarray  # (n_docs,) record index of each document in its file
+    records: list[Any]  # (n_docs,) position of each document: record index (plain) or datasets state
     skipped: np.ndarray  # (n_docs,) bad records counted up to (and before) each document
     epoch: int
     unit: int
-    end_state: dict[str, int]  # cursor once the whole chunk is consumed
+    end_state: dict[str, Any]  # cursor once the whole chunk is consumed
 
 
 def encode(tokenizer: Any, texts: list[str], eos_id: int) -> tuple[np.ndarray, np.ndarray]:
@@ -75,8 +80,7 @@ def unit_order(spec: SubStreamSpec, epoch: int) -> list[int]:
     """Indices into spec.units in the order visited during pass ``epoch`` (seeded shuffle, or file order)."""
     order = list(range(len(spec.units)))
     if spec.shuffle_files and len(order) > 1:
-        key = int.from_bytes(hashlib.sha256(spec.key.encode()).digest()[:4], "little")
-        np.random.default_rng([spec.seed, key, epoch]).shuffle(order)
+        np.random.default_rng([spec.seed, _key_hash(spec.key), epoch]).shuffle(order)
     return order
 
 
@@ -133,7 +137,7 @@ class SubStream:
         if self._pos >= len(c.flat):
             return {**c.end_state, "rows": rows}
         d = int(np.searchsorted(c.starts, self._pos, side="right")) - 1
-        return {"epoch": c.epoch, "unit": c.unit, "record": int(c.records[d]),
+        return {"epoch": c.epoch, "unit": c.unit, "record": c.records[d],
                 "token": self._pos - int(c.starts[d]), "skipped": int(c.skipped[d]), "rows": rows}
 
     # ------------------------------------------------------------------ reading
@@ -159,29 +163,73 @@ class SubStream:
             epoch, unit, record = epoch + 1, 0, 0
             logger.info("source %s: starting pass %d (files in a new order)", self.spec.key, epoch)
 
-    def _unit_chunks(self, epoch: int, unit: int, u: int, start: int, skipped: int) -> Iterator[Chunk]:
-        file_idx, offset, stride = self.spec.units[u]
-        reader = RecordReader(self.spec.files[file_idx], self.spec.text_field, self.spec.subset_field,
-                              on_bad_record=self.spec.on_bad_record, start=start, stride=stride, offset=offset,
-                              subsets=self.spec.subsets)
+    def _unit_chunks(self, epoch: int, unit: int, u: int, start: Any, skipped: int) -> Iterator[Chunk]:
+        reader = self._open(epoch, u, start)
         texts: list[str] = []
-        records: list[int] = []
+        records: list[Any] = []
         skips: list[int] = []
-        for doc in reader:
+        for pos, doc in reader:
             texts.append(doc.text)
-            records.append(doc.index)
+            records.append(pos)
             skips.append(skipped + reader.skipped)
             if len(texts) == self.batch_docs:
-                end = {"epoch": epoch, "unit": unit, "record": doc.index + 1, "token": 0, "skipped": skips[-1]}
+                end = {"epoch": epoch, "unit": unit, "record": reader.position(), "token": 0, "skipped": skips[-1]}
                 yield self._chunk_of(texts, records, skips, epoch, unit, end)
                 texts, records, skips = [], [], []
         next_unit = {"epoch": epoch, "unit": unit + 1, "record": 0, "token": 0, "skipped": skipped + reader.skipped}
         yield self._chunk_of(texts, records, skips, epoch, unit, next_unit)
 
-    def _chunk_of(self, texts: list[str], records: list[int], skips: list[int], epoch: int, unit: int,
-                  end: dict[str, int]) -> Chunk:
-        flat, starts = encode(self.tokenizer, texts, self.eos_id) if texts else (np.zeros(0, np.int64), np.zeros(1, np.int64))
-        return Chunk(flat, starts, np.asarray(records, np.int64), np.asarray(skips, np.int64), epoch, unit, end)
+    def _open(self, epoch: int, u: int, start: Any) -> _PlainUnit | Any:
+        spec = self.spec
+        if spec.backend == "datasets":
+            from rewarm.data.hf import HFReader
+
+            files = [spec.files[i] for i in _file_order(spec, epoch)]
+            return HFReader(files, spec.hf_dataset, spec.hf_split, spec.text_field, spec.subset_field, spec.subsets,
+                            spec.on_bad_record, spec.reader, spec.readers, start or None)
+        file_idx, offset, stride = spec.units[u]
+        return _PlainUnit(RecordReader(spec.files[file_idx], spec.text_field, spec.subset_field,
+                                       on_bad_record=spec.on_bad_record, start=start or 0, stride=stride,
+                                       offset=offset, subsets=spec.subsets))
+
+    def _chunk_of(self, texts: list[str], records: list[Any], skips: list[int], epoch: int, unit: int,
+                  end: dict[str, Any]) -> Chunk:
+        if texts:
+            flat, starts = encode(self.tokenizer, texts, self.eos_id)
+        else:
+            flat, starts = np.zeros(0, np.int64), np.zeros(1, np.int64)
+        return Chunk(flat, starts, records, np.asarray(skips, np.int64), epoch, unit, end)
+
+
+class _PlainUnit:
+    """A RecordReader as (position before the document, Doc) pairs; positions are record indices."""
+
+    def __init__(self, reader: RecordReader) -> None:
+        self.reader, self._next = reader, reader.start
+
+    @property
+    def skipped(self) -> int:
+        return self.reader.skipped
+
+    def position(self) -> int:
+        return self._next
+
+    def __iter__(self) -> Iterator[tuple[int, Doc]]:
+        for doc in self.reader:
+            self._next = doc.index + 1
+            yield doc.index, doc
+
+
+def _file_order(spec: SubStreamSpec, epoch: int) -> list[int]:
+    """File indices of a datasets-reader pass: a seeded shuffle per pass, or the given order."""
+    order = list(range(len(spec.files)))
+    if spec.shuffle_files and len(order) > 1:
+        np.random.default_rng([spec.seed, _key_hash(spec.key), epoch]).shuffle(order)
+    return order
+
+
+def _key_hash(key: str) -> int:
+    return int.from_bytes(hashlib.sha256(key.encode()).digest()[:4], "little")
 
 
 def _is_start(starts: np.ndarray, pos: int) -> bool:

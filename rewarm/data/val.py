@@ -12,6 +12,7 @@ import hashlib
 import json
 import logging
 import os
+from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -22,7 +23,7 @@ import torch
 from rewarm.data.config import ValSetConfig
 from rewarm.data.loader import _backend, eos_of, tokenizer_hash
 from rewarm.data.packing import encode
-from rewarm.data.sources import RecordReader, expand_paths, file_signature
+from rewarm.data.sources import Doc, RecordReader, expand_paths, file_signature, is_remote
 from rewarm.errors import ConfigError, DataError
 
 logger = logging.getLogger(__name__)
@@ -47,12 +48,12 @@ class ValRows:
 
 
 def build_val_rows(val: ValSetConfig, tokenizer: Any, seq_len: int, cache_dir: str | Path, *,
-                   on_bad_record: str = "skip") -> ValRows:
+                   on_bad_record: str = "skip", reader: str = "auto") -> ValRows:
     """The rows of one validation set, from the cache when its key matches (tokenizer, files, seq_len, budget)."""
     n_rows = val.max_tokens // seq_len
     if n_rows < 1:
         raise ConfigError("max_tokens", f"{val.max_tokens} is less than one row of data.seq_len={seq_len} tokens")
-    files = expand_paths(val.resolved_paths(), key="paths")
+    files = expand_paths(val.resolved_paths(), key="paths") if not val.hf_dataset else []
     key = _cache_key(val, tokenizer, seq_len, files, on_bad_record)
     path = Path(cache_dir) / "val" / f"{key}.npz"
     if path.is_file():
@@ -60,7 +61,8 @@ def build_val_rows(val: ValSetConfig, tokenizer: Any, seq_len: int, cache_dir: s
             return _load(path)
         except (OSError, ValueError, KeyError) as e:  # a damaged cache file is rebuilt
             logger.warning("val cache %s is unreadable (%s); rebuilding", path, e)
-    rows = _tokenize_rows(val, tokenizer, seq_len, files, n_rows, on_bad_record)
+    use_datasets = reader == "datasets" or bool(val.hf_dataset) or (reader == "auto" and any(map(is_remote, files)))
+    rows = _tokenize_rows(val, tokenizer, seq_len, files, n_rows, on_bad_record, use_datasets)
     _save(path, rows)
     logger.info("val rows: %d x %d tokens from %d file(s), cached in %s", rows.rows.shape[0], seq_len + 1,
                 len(files), path)
@@ -75,8 +77,18 @@ def _cache_key(val: ValSetConfig, tokenizer: Any, seq_len: int, files: list[str]
     return hashlib.sha256(json.dumps(payload, sort_keys=True).encode()).hexdigest()[:24]
 
 
-def _documents(val: ValSetConfig, files: list[str], on_bad_record: str, counter: list[int]):
-    """Documents of the set in file order; bad records counted into counter[0]."""
+def _documents(val: ValSetConfig, files: list[str], on_bad_record: str, counter: list[int],
+               use_datasets: bool) -> Iterator[Doc]:
+    """Documents of the set in file order; bad records counted into counter[0]. Hub ids and remote files
+    are read through `datasets` streaming (rewarm.data.hf), local files with the plain reader."""
+    if use_datasets:
+        from rewarm.data.hf import HFReader
+
+        reader = HFReader(files, val.hf_dataset, val.hf_split, val.resolved_text_field(), val.resolved_subset_field(),
+                          None, on_bad_record, 0, 1, None)
+        yield from (doc for _, doc in reader)
+        counter[0] += reader.skipped
+        return
     for f in files:
         reader = RecordReader(f, val.resolved_text_field(), val.resolved_subset_field(), on_bad_record=on_bad_record)
         yield from reader
@@ -84,14 +96,14 @@ def _documents(val: ValSetConfig, files: list[str], on_bad_record: str, counter:
 
 
 def _tokenize_rows(val: ValSetConfig, tokenizer: Any, seq_len: int, files: list[str], n_rows: int,
-                   on_bad_record: str) -> ValRows:
+                   on_bad_record: str, use_datasets: bool) -> ValRows:
     need = n_rows * (seq_len + 1)  # tokens of the rows wanted
     eos, backend = eos_of(tokenizer), _backend(tokenizer)
     ids: list[np.ndarray] = []
     subs: list[np.ndarray] = []
     names: dict[str, int] = {}
     have, texts, labels, counter = 0, [], [], [0]
-    docs = _documents(val, files, on_bad_record, counter)
+    docs = _documents(val, files, on_bad_record, counter, use_datasets)
     for doc in docs:
         texts.append(doc.text)
         labels.append(names.setdefault(doc.subset or "unknown", len(names)))

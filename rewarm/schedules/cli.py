@@ -59,7 +59,9 @@ def _parser() -> argparse.ArgumentParser:
         metavar='"k=v ..."',
         help="one more curve per config with these overrides (repeatable)",
     )
-    p.add_argument("--csv", action="store_true", help="print step,lr for every optimizer step (one lr column per curve)")
+    p.add_argument(
+        "--csv", action="store_true", help="print step,lr for every optimizer step (one lr column per curve)"
+    )
     p.add_argument("--plot", metavar="FILE.png", help="write a figure of all curves")
     p.add_argument("--x", choices=("steps", "tokens"), default="steps", help="x axis of the figure (default: steps)")
     p.add_argument("--title", default=None, help="figure title")
@@ -68,7 +70,7 @@ def _parser() -> argparse.ArgumentParser:
 
 def main(argv: list[str]) -> int:
     """Entry point of ``rewarm schedule``; returns the exit status (2 on an invalid config)."""
-    args = _parser().parse_args(argv)
+    args = _parser().parse_intermixed_args(argv)  # overrides may follow the options
     configs = [i for i in args.items if "=" not in i]
     overrides = [i for i in args.items if "=" in i]
     if not configs:
@@ -122,8 +124,9 @@ def _label(path: str, extra: list[str], many_configs: bool) -> str:
 
 
 def _short(override: str) -> str:
-    """``schedule.max_lr=3e-4`` -> ``max_lr=3e-4`` (the schedule section is implied in a schedule plot)."""
-    return override.removeprefix("schedule.")
+    """``schedule.max_lr=3e-4`` -> ``max_lr=3e-4``; ``schedule.name=wsd`` -> ``wsd`` (schedule keys are implied)."""
+    key, _, value = override.partition("=")
+    return value if key == "schedule.name" else override.removeprefix("schedule.")
 
 
 # ---------------------------------------------------------------- output
@@ -167,8 +170,9 @@ def format_table(curve: Curve) -> str:
 
 
 def _tokens(n: int) -> str:
+    """4096 -> 4.096K, 297e9 -> 297B."""
     for unit, size in (("T", 10**12), ("B", 10**9), ("M", 10**6), ("K", 10**3)):
-        if n >= size:
+        if abs(n) >= size:
             return f"{n / size:.4g}{unit}"
     return str(n)
 
@@ -180,17 +184,22 @@ def plot(curves: Sequence[Curve], path: Path, x: str = "steps", title: str | Non
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    fig, ax = plt.subplots(figsize=(9, 4.8))
-    for c in curves:
+    from matplotlib.ticker import FuncFormatter
+
+    fig, ax = plt.subplots(figsize=(9, 4.2 + 0.25 * ((len(curves) + 1) // 2)))
+    for i, c in enumerate(curves):
         scale = c.tokens_per_step if x == "tokens" else 1
-        ax.plot([t * scale for t in range(c.total_steps)], c.lrs(), label=c.label or c.name, linewidth=1.6)
+        style = ("-", "--", "-.", ":")[i // 10 % 4]  # the colour cycle has 10 colours
+        ax.plot([t * scale for t in range(c.total_steps)], c.lrs(), style, label=c.label or c.name, linewidth=1.6)
     ax.set_xlabel("optimizer step" if x == "steps" else "training tokens")
+    ax.xaxis.set_major_formatter(FuncFormatter(lambda v, _: _tokens(int(v)) if x == "tokens" else f"{int(v):,}"))
     ax.set_ylabel("learning rate")
     ax.grid(True, alpha=0.3)
     ax.ticklabel_format(axis="y", style="sci", scilimits=(-3, 3))
     if title:
-        ax.set_title(title)
-    ax.legend(fontsize=8, loc="upper right", framealpha=0.9)
+        ax.set_title(title, fontsize=10)
+    # below the axes: a legend inside would hide the curves that sit at max_lr
+    ax.legend(fontsize=8, loc="upper center", bbox_to_anchor=(0.5, -0.14), ncol=2, frameon=False)
     fig.tight_layout()
     path.parent.mkdir(parents=True, exist_ok=True)
     fig.savefig(path, dpi=130)

@@ -131,7 +131,9 @@ class ScheduleConfig:
         if self.cooldown_shape is None or shapes is None:
             return
         if self.cooldown_shape not in shapes:
-            raise ConfigError("cooldown_shape", f"schedule {self.name!r} knows {', '.join(shapes)}; got {self.cooldown_shape!r}")
+            raise ConfigError(
+                "cooldown_shape", f"schedule {self.name!r} knows {', '.join(shapes)}; got {self.cooldown_shape!r}"
+            )
 
 
 def duration_keys(phase: str) -> tuple[str, str, str]:

@@ -149,7 +149,9 @@ def infinite(cfg: ScheduleConfig, run: RunLength) -> list[Phase]:
     a, a_key = duration(cfg, "anneal", run)
     a = a or 0
     _need_positive_min(cfg, a > 0, "an exponential anneal (anneal_* > 0)")
-    check_fits(a_key or "anneal_steps", start + c + a, run, f"warmup + cooldown + anneal ({start} + {c} + {a} steps) would")
+    check_fits(
+        a_key or "anneal_steps", start + c + a, run, f"warmup + cooldown + anneal ({start} + {c} + {a} steps) would"
+    )
     s, s_key = duration(cfg, "constant", run)
     if s is None:
         s = run.total_steps - start - c - a
@@ -171,9 +173,13 @@ def _infinite_cooldown(cfg: ScheduleConfig, start: int, end: int, const: float) 
 
 def _constant_lr(cfg: ScheduleConfig) -> float:
     if cfg.constant_lr is None:
-        raise ConfigError("constant_lr", "infinite needs the LR of its constant phase, e.g. schedule.constant_lr=1.5e-4")
+        raise ConfigError(
+            "constant_lr", "infinite needs the LR of its constant phase, e.g. schedule.constant_lr=1.5e-4"
+        )
     if not cfg.min_lr <= cfg.constant_lr <= cfg.max_lr:
-        raise ConfigError("constant_lr", f"must be in [min_lr={cfg.min_lr}, max_lr={cfg.max_lr}], got {cfg.constant_lr}")
+        raise ConfigError(
+            "constant_lr", f"must be in [min_lr={cfg.min_lr}, max_lr={cfg.max_lr}], got {cfg.constant_lr}"
+        )
     return cfg.constant_lr
 
 

@@ -95,7 +95,9 @@ def to_steps(key: str, value: float, run: RunLength) -> int:
 def check_fits(key: str, end: int, run: RunLength, what: str) -> None:
     """Refuse a phase that ends after the run, naming the key that set it."""
     if end > run.total_steps:
-        raise ConfigError(key, f"{what} end at step {end}, after the end of the run ({run.total_steps} steps); shorten it")
+        raise ConfigError(
+            key, f"{what} end at step {end}, after the end of the run ({run.total_steps} steps); shorten it"
+        )
 
 
 def first_step_at_or_below(fn: LrFn, lo: int, hi: int, floor: float) -> int:

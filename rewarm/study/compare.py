@@ -223,12 +223,27 @@ def label_runs(runs: list[RunData]) -> list[str]:
     to their shortest unique suffix); runs that would share a label get their directory name added."""
     views = [label_view(r.config) for r in runs]
     order = list(dict.fromkeys(k for v in views for k in v))
-    differing = [k for k in order if len({v.get(k) for v in views}) > 1]
+    differing = _drop_redundant([k for k in order if len({v.get(k) for v in views}) > 1], views)
     short = short_keys(differing)
     labels = [
         ", ".join(f"{short[k]}={v[k]}" for k in differing if k in v) or r.name for r, v in zip(runs, views, strict=True)
     ]
     return [f"{lab} ({r.name})" if labels.count(lab) > 1 else lab for lab, r in zip(labels, runs, strict=True)]
+
+
+def _drop_redundant(keys: list[str], views: list[dict[str, str]]) -> list[str]:
+    """Drop a key whose values pair one-to-one with an earlier kept key's (``min_lr`` set as 0.1 x ``max_lr``
+    says nothing that ``max_lr`` does not)."""
+    kept: list[str] = []
+    for key in keys:
+        if not any(_one_to_one([(v.get(k), v.get(key)) for v in views]) for k in kept):
+            kept.append(key)
+    return kept
+
+
+def _one_to_one(pairs: list[tuple[str | None, str | None]]) -> bool:
+    unique_pairs = set(pairs)
+    return len({a for a, _ in unique_pairs}) == len(unique_pairs) == len({b for _, b in unique_pairs})
 
 
 # ---------------------------------------------------------------- summaries

@@ -55,7 +55,7 @@ def format_value(value: Any) -> str:
     if isinstance(value, (list, tuple)):
         return "[" + ",".join(format_value(v) for v in value) + "]"
     if isinstance(value, Mapping):
-        return "{" + ",".join(f"{k}:{format_value(v)}" for k, v in value.items()) + "}"
+        return "{" + ", ".join(f"{k}: {format_value(v)}" for k, v in value.items()) + "}"  # YAML flow needs ": "
     return _format_str(str(value))
 
 
@@ -76,23 +76,41 @@ def _looks_scalar(text: str) -> bool:
         return False
 
 
+GENERIC_LEAVES = frozenset({"name", "paths", "weight", "role", "max_tokens", "text_field", "stage", "mode"})
+"""Leaf keys that mean little alone: shortened keys keep their parent (``replay.weight``, ``schedule.name``)."""
+
+
 def short_keys(keys: Iterable[str]) -> dict[str, str]:
-    """Each dotted key -> its shortest dotted suffix that no other key of the set ends with.
+    """Each dotted key -> its shortest dotted suffix that no other key of the set ends with
+    (at least two parts for a generic leaf such as ``weight``).
 
     ``{"schedule.max_lr", "data.train.up.weight", "data.train.down.weight"}`` ->
     ``max_lr``, ``up.weight``, ``down.weight``.
     """
     keys = sorted(set(keys))
-    parts = {k: k.split(".") for k in keys}
+    # ``schedule.name`` reads best as ``schedule``: a ``name`` leaf is replaced by its parent
+    parts = {k: k.split(".")[:-1] if k.endswith(".name") else k.split(".") for k in keys}
     out = {}
     for key in keys:
-        for n in range(1, len(parts[key]) + 1):
+        first = 2 if parts[key][-1] in GENERIC_LEAVES and len(parts[key]) > 1 else 1
+        for n in range(first, len(parts[key]) + 1):
             suffix = ".".join(parts[key][-n:])
-            clash = any(o != key and (o == suffix or o.endswith("." + suffix)) for o in keys)
+            clash = any(
+                o != key and (".".join(p) == suffix or ".".join(p).endswith("." + suffix)) for o, p in parts.items()
+            )
             if not clash:
                 break
+        else:  # no suffix of the shortened form is unique (e.g. ``a.name`` next to ``a``): the whole key
+            suffix = key
         out[key] = suffix
     return out
+
+
+def name_value(text: str) -> str:
+    """A value's text as it goes into a run name: quotes and brackets dropped, paths cut to their last
+    part (``[data/up/val.jsonl.zst]`` -> ``val.jsonl.zst``), list items joined by ``+``."""
+    items = [i.strip().strip("\"'") for i in text.strip().strip("[]").split(",")]
+    return "+".join(i.rstrip("/").rsplit("/", 1)[-1] for i in items if i) or "none"
 
 
 def sanitize(text: str) -> str:

@@ -27,7 +27,7 @@ from pathlib import Path
 from typing import Any
 
 from rewarm.errors import ConfigError
-from rewarm.study.keys import flatten, format_value, sanitize, short_keys, unique
+from rewarm.study.keys import flatten, format_value, name_value, sanitize, short_keys, unique
 
 log = logging.getLogger(__name__)
 
@@ -98,7 +98,7 @@ def run_name(pairs: _Pairs, short: Mapping[str, str] | None = None) -> str:
     if not pairs:
         return "base"
     short = short or short_keys(k for k, _ in pairs)
-    return sanitize("_".join(f"{short[k]}-{v.strip(chr(34))}" for k, v in pairs))
+    return sanitize("_".join(f"{short[k]}-{name_value(v)}" for k, v in pairs))
 
 
 def _names(entries: list[tuple[_Pairs, str | None]]) -> list[str]:

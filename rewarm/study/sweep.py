@@ -8,8 +8,10 @@ mistake each other's runs for finished), ``logging.wandb.group=<group>``, ``data
 A run directory with ``summary.json`` (written last by training) is finished and skipped; any other
 existing run directory is resumed by the trainer's ``resume.mode=auto``. A failed run is reported by
 name and the sweep goes on with the next one (unless ``stop_on_error``); at the end ``SweepFailed``
-is raised if any failed. A run killed by a signal, or a signal received by the sweep itself (it is
-forwarded to the running training process, e.g. SLURM's SIGUSR1 / SIGTERM), stops the sweep.
+is raised if any failed. A preempted run (exit code ``PREEMPTED_EXIT_CODE``), a run killed by a signal, or
+a signal received by the sweep itself (forwarded to the running training process, e.g. SLURM's SIGUSR1 /
+SIGTERM) stops the sweep; started again, the sweep resumes that run. In-process, a preempted run's
+``SystemExit`` ends the sweep's process with the trainer's exit code.
 """
 
 from __future__ import annotations
@@ -171,6 +173,10 @@ def _run_subprocess(config_path: str | Path, p: PlannedRun) -> tuple[str | None,
         return f"the sweep received {received[0].name}; forwarded to the run (exit code {code})", True
     if code < 0:
         return f"killed by {signal.Signals(-code).name}", True
+    from rewarm.checkpointing import PREEMPTED_EXIT_CODE  # light module: the constant only
+
+    if code == PREEMPTED_EXIT_CODE:
+        return f"preempted (exit code {code}): its checkpoint is saved; run the sweep again to resume", True
     return (None, False) if code == 0 else (f"exit code {code}", False)
 
 

@@ -8,12 +8,13 @@ from pathlib import Path
 import pytest
 
 
-
 @pytest.fixture
 def run_yaml(tmp_path: Path) -> Callable[..., Path]:
     """``run_yaml(max_steps=100, seq_len=16, micro_batch_size=2, **schedule_keys)`` writes a config file."""
 
-    def write(max_steps: int = 100, seq_len: int = 16, micro_batch_size: int = 2, name: str = "run", **schedule) -> Path:
+    def write(
+        max_steps: int = 100, seq_len: int = 16, micro_batch_size: int = 2, name: str = "run", **schedule
+    ) -> Path:
         data = tmp_path / "train.jsonl"
         data.write_text('{"text": "a tiny document"}\n')
         lines = [
@@ -34,4 +35,3 @@ def run_yaml(tmp_path: Path) -> Callable[..., Path]:
         return path
 
     return write
-

@@ -1,0 +1,93 @@
+"""The ``datasets`` streaming reader: Hugging Face dataset ids, remote paths, or any source with
+``data.reader=datasets``. Exact resume through ``IterableDataset.state_dict()`` (DESIGN.md §3); no shuffle
+buffer (it does not resume exactly): the files of each pass are visited in a seeded order instead.
+
+Reader ``index`` of ``readers`` reads its part through ``split_dataset_by_node`` (whole files when their
+number divides ``readers``, else one example in ``readers``), so parts are disjoint and cover the source.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Iterator
+from typing import Any
+
+from rewarm.data.sources import Doc, get_field
+from rewarm.errors import DataError
+
+logger = logging.getLogger(__name__)
+
+_BUILDERS = {".parquet": "parquet", ".jsonl": "json", ".json": "json", ".zst": "json", ".gz": "json"}
+
+
+def builder_for(files: list[str]) -> str:
+    """The `datasets` packaged builder for a list of files (all of one kind)."""
+    kinds = {next((b for s, b in _BUILDERS.items() if f.endswith(s)), "json") for f in files}
+    if len(kinds) != 1:
+        raise DataError(f"the datasets reader needs files of one kind (json lines or parquet), got {sorted(kinds)}")
+    return kinds.pop()
+
+
+def open_stream(files: list[str], hf_dataset: str | None, hf_split: str) -> Any:
+    """A streaming IterableDataset of the files (json / parquet builder) or of a hub dataset id."""
+    import datasets
+
+    if hf_dataset:
+        return datasets.load_dataset(hf_dataset, split=hf_split, streaming=True)
+    return datasets.load_dataset(builder_for(files), data_files=list(files), split="train", streaming=True)
+
+
+class HFReader:
+    """(position before the document, Doc) of reader ``index`` of ``readers``; ``position()`` = where the
+    next record starts. Positions are ``IterableDataset.state_dict()`` snapshots (plain dicts)."""
+
+    def __init__(self, files: list[str], hf_dataset: str | None, hf_split: str, text_field: str,
+                 subset_field: str | None, subsets: frozenset[str] | None, on_bad_record: str, index: int,
+                 readers: int, start: dict | None) -> None:
+        from datasets.distributed import split_dataset_by_node
+
+        self.text_field, self.subset_field, self.subsets = text_field, subset_field, subsets
+        self.on_bad_record, self.skipped, self._n = on_bad_record, 0, 0
+        self.name = hf_dataset or (files[0] if len(files) == 1 else f"{files[0]} (+{len(files) - 1} files)")
+        ds = open_stream(files, hf_dataset, hf_split)
+        self.ds = split_dataset_by_node(ds, rank=index, world_size=readers) if readers > 1 else ds
+        if start:
+            self.ds.load_state_dict(start)
+
+    def position(self) -> dict:
+        return self.ds.state_dict()
+
+    def __iter__(self) -> Iterator[tuple[dict, Doc]]:
+        before = self.position()
+        try:
+            for batch in self.ds.iter(batch_size=1):  # .iter: no torch-worker re-sharding, state per example
+                example = {k: v[0] for k, v in batch.items()}
+                doc = self._doc(example)
+                if doc is not None:
+                    yield before, doc
+                before = self.position()
+                self._n += 1
+        except (OSError, ValueError, TypeError) as e:  # the json builder fails a whole block on malformed JSON
+            raise DataError(f"{self.name}: the datasets reader failed after {self._n} examples ({type(e).__name__}: "
+                            f"{e}); malformed JSON cannot be skipped by `datasets`: use data.reader=plain for "
+                            "local files, or fix the file") from e
+
+    def _doc(self, example: dict) -> Doc | None:
+        text = get_field(example, self.text_field)
+        reason = None
+        if not isinstance(text, str):
+            reason = f"field {self.text_field!r} is missing or not a string"
+        elif not text.strip():
+            reason = f"empty text in field {self.text_field!r}"
+        if reason:
+            if self.on_bad_record == "error":
+                raise DataError(f"{self.name}: example {self._n}: {reason}")
+            if not self.skipped:
+                logger.warning("%s: example %d: skipping bad record: %s", self.name, self._n, reason)
+            self.skipped += 1
+            return None
+        subset = get_field(example, self.subset_field) if self.subset_field else None
+        subset = None if subset is None else str(subset)
+        if self.subsets is not None and subset not in self.subsets:
+            return None
+        return Doc(self._n, text, subset)

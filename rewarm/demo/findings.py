@@ -1,0 +1,179 @@
+"""Which of the papers' findings a demo study reproduces, computed from its runs' metrics against seed noise.
+
+Nothing here is decided in advance: every verdict compares final validation losses (``val/<set>/loss``
+of the last evaluation in ``metrics.csv``) between runs of the study, and a difference counts only when it
+is larger than the *noise threshold*: ``NOISE_FACTOR`` x the largest final-loss difference between the
+two seeds of the reference setting (with a floor of ``MIN_NOISE`` nats, so two runs that happen to agree
+exactly do not make every difference significant). Each finding is "reproduced", "not reproduced"
+(the numbers point the other way or do not separate) with the numbers that decided it.
+
+Findings (DESIGN.md §2, Gupta et al. 2023 and Ibrahim et al. 2024):
+
+1. a higher max LR gives a lower downstream and a higher upstream loss;
+2. the constant LR forgets least but adapts least, and rewarm + decay wins downstream by the end;
+3. replaying 5 % upstream data reduces forgetting;
+4. every rewarmed model beats training from scratch (on both sets);
+5. rewarming on the upstream data itself still costs loss (upstream loss rises above its start);
+6. the warmup length barely matters (0 % vs 1 % differ by no more than the seed noise).
+"""
+
+from __future__ import annotations
+
+import csv
+import math
+from dataclasses import dataclass, field
+from pathlib import Path
+
+NOISE_FACTOR = 2.0
+MIN_NOISE = 0.005  # nats/token
+
+
+@dataclass(frozen=True)
+class Curve:
+    """One run's losses on one validation set: at step 0, at the last evaluation, and the highest after step 0."""
+
+    start: float
+    final: float
+    peak_after_start: float
+
+
+@dataclass(frozen=True)
+class Finding:
+    title: str
+    reproduced: bool
+    evidence: str
+
+
+@dataclass
+class StudyNumbers:
+    """Final losses per run and set, the sets' roles, and the seed pair that measures the noise."""
+
+    curves: dict[str, dict[str, Curve]]
+    upstream: str
+    downstream: str
+    seed_pair: tuple[str, str]
+    notes: list[str] = field(default_factory=list)
+
+    def final(self, run: str, role: str) -> float:
+        return self.curves[run][self.upstream if role == "upstream" else self.downstream].final
+
+    @property
+    def seed_noise(self) -> float:
+        """Largest |final loss difference| between the two seeds, over both sets (nats/token)."""
+        a, b = self.seed_pair
+        return max(abs(self.final(a, r) - self.final(b, r)) for r in ("upstream", "downstream"))
+
+    @property
+    def threshold(self) -> float:
+        return max(NOISE_FACTOR * self.seed_noise, MIN_NOISE)
+
+
+def read_curves(run_dir: Path) -> dict[str, Curve]:
+    """``val/<set>/loss`` of a run's metrics.csv as a Curve per set (rows without a value are skipped)."""
+    values: dict[str, list[tuple[int, float]]] = {}
+    with (Path(run_dir) / "metrics.csv").open(newline="") as f:
+        for row in csv.DictReader(f):
+            for key, text in row.items():
+                parts = (key or "").split("/")
+                if len(parts) == 3 and parts[0] == "val" and parts[2] == "loss" and text not in (None, ""):
+                    values.setdefault(parts[1], []).append((int(float(row["step"])), float(text)))
+    out = {}
+    for name, pts in values.items():
+        pts.sort()
+        later = [v for s, v in pts if s > pts[0][0]] or [pts[0][1]]
+        out[name] = Curve(pts[0][1], pts[-1][1], max(later))
+    return out
+
+
+def _fmt(x: float) -> str:
+    return f"{x:.3f}"
+
+
+def higher_lr(n: StudyNumbers, lr_runs: list[tuple[float, str]]) -> Finding:
+    """1: across max LRs (ascending), downstream final loss falls and upstream final loss rises."""
+    runs = [r for _, r in sorted(lr_runs)]
+    down = [n.final(r, "downstream") for r in runs]
+    up = [n.final(r, "upstream") for r in runs]
+    t = n.threshold
+    ok = _monotone(down, -1, t) and _monotone(up, +1, t)
+    ev = (f"downstream {' > '.join(map(_fmt, down))}; upstream {' < '.join(map(_fmt, up))} "
+          f"(max LR {', '.join(f'{x:g}' for x, _ in sorted(lr_runs))}; each step must exceed {_fmt(t)})")
+    return Finding("Higher max LR: lower downstream loss, higher upstream loss", ok, ev)
+
+
+def _monotone(values: list[float], sign: int, threshold: float) -> bool:
+    """Each consecutive change has the given sign and is larger than the threshold."""
+    return all(sign * (b - a) > threshold for a, b in zip(values, values[1:], strict=False))
+
+
+def constant_lr(n: StudyNumbers, constant: str, rewarmed: list[str], main: str) -> Finding:
+    """2: constant LR has the lowest upstream (forgets least) and highest downstream loss of the no-replay runs."""
+    t = n.threshold
+    c_up, c_down = n.final(constant, "upstream"), n.final(constant, "downstream")
+    forgets_least = all(n.final(r, "upstream") - c_up > t for r in rewarmed)
+    adapts_least = all(c_down - n.final(r, "downstream") > t for r in rewarmed)
+    ev = (f"constant: upstream {_fmt(c_up)}, downstream {_fmt(c_down)}; rewarmed runs: upstream "
+          f"{_range(n, rewarmed, 'upstream')}, downstream {_range(n, rewarmed, 'downstream')} "
+          f"(main rewarm {main}: downstream {_fmt(n.final(main, 'downstream'))}); threshold {_fmt(t)}")
+    return Finding("Constant LR forgets least but adapts least; rewarm + decay wins downstream", forgets_least and adapts_least, ev)
+
+
+def _range(n: StudyNumbers, runs: list[str], role: str) -> str:
+    vals = [n.final(r, role) for r in runs]
+    return f"{_fmt(min(vals))}..{_fmt(max(vals))}"
+
+
+def replay(n: StudyNumbers, replay_run: str, main: str) -> Finding:
+    """3: the replay run's upstream final loss is lower than the same setting's without replay."""
+    gain = n.final(main, "upstream") - n.final(replay_run, "upstream")
+    cost = n.final(replay_run, "downstream") - n.final(main, "downstream")
+    ev = (f"upstream {_fmt(n.final(replay_run, 'upstream'))} with replay vs {_fmt(n.final(main, 'upstream'))} without "
+          f"(forgetting reduced by {_fmt(gain)}; downstream cost {cost:+.3f}); threshold {_fmt(n.threshold)}")
+    return Finding("Replaying 5 % upstream data reduces forgetting", gain > n.threshold, ev)
+
+
+def beats_scratch(n: StudyNumbers, scratch: str, rewarmed: list[str]) -> Finding:
+    """4: every rewarmed run ends below the from-scratch run on both sets."""
+    t = n.threshold
+    margins = [min(n.final(scratch, role) - n.final(r, role) for role in ("upstream", "downstream")) for r in rewarmed]
+    ev = (f"scratch: upstream {_fmt(n.final(scratch, 'upstream'))}, downstream {_fmt(n.final(scratch, 'downstream'))}; "
+          f"smallest margin of a rewarmed run {_fmt(min(margins))}; threshold {_fmt(t)}")
+    return Finding("Every rewarmed model beats training from scratch", min(margins) > t, ev)
+
+
+def same_data(n: StudyNumbers, upstream_run: str) -> Finding:
+    """5: rewarming on the upstream data raises its upstream loss above the starting model's."""
+    c = n.curves[upstream_run][n.upstream]
+    rise = c.peak_after_start - c.start
+    ev = (f"upstream loss: start {_fmt(c.start)}, highest after the rewarm {_fmt(c.peak_after_start)} "
+          f"(+{_fmt(rise)}), final {_fmt(c.final)} ({c.final - c.start:+.3f}); threshold {_fmt(n.threshold)}")
+    return Finding("Rewarming on the same (upstream) data still costs loss", rise > n.threshold, ev)
+
+
+def warmup(n: StudyNumbers, no_warmup: str, main: str) -> Finding:
+    """6: 0 % vs 1 % warmup end within the noise threshold on both sets."""
+    diffs = {role: n.final(no_warmup, role) - n.final(main, role) for role in ("upstream", "downstream")}
+    ok = all(abs(d) <= n.threshold for d in diffs.values())
+    ev = (f"warmup 0 % minus 1 %: upstream {diffs['upstream']:+.3f}, downstream {diffs['downstream']:+.3f}; "
+          f"threshold {_fmt(n.threshold)}")
+    return Finding("Warmup length barely matters", ok, ev)
+
+
+def render(findings: list[Finding], n: StudyNumbers) -> str:
+    """Markdown: the noise measurement, then one line per finding."""
+    a, b = n.seed_pair
+    lines = ["", "## Findings of the papers reproduced by this run", "",
+             f"Seed noise: the largest final-loss difference between `{a}` and `{b}` (same setting, another data order) "
+             f"is {_fmt(n.seed_noise)} nats/token; a difference counts when it exceeds "
+             f"max({NOISE_FACTOR:g} x noise, {MIN_NOISE}) = {_fmt(n.threshold)}.", ""]
+    for f in findings:
+        lines.append(f"- **{'reproduced' if f.reproduced else 'NOT reproduced'}**: {f.title}. {f.evidence}.")
+    lines += [f"- note: {note}" for note in n.notes]
+    k = sum(f.reproduced for f in findings)
+    lines += ["", f"{k} of {len(findings)} findings reproduced.", ""]
+    return "\n".join(lines)
+
+
+def finite(n: StudyNumbers) -> bool:
+    """All final losses are finite numbers (a diverged run makes every comparison meaningless)."""
+    return all(math.isfinite(c.final) for sets in n.curves.values() for c in sets.values())

@@ -1,0 +1,138 @@
+"""The whole demo as one function: corpora -> tokenizer -> base model -> study -> report with findings.
+
+Everything is cached under ``cache`` (corpora, tokenizer, base model, reused by the next call) and the
+study's runs go to ``<out>/<group>/<run>/`` (finished runs are skipped on the next call, as in any sweep,
+unless the base model changed or ``rerun`` is set). ``PRESETS`` holds the sizes of ``rewarm demo`` and
+``rewarm demo --quick``; tests pass smaller ones.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import shutil
+import time
+from dataclasses import asdict, dataclass, field, replace
+from pathlib import Path
+from typing import Any
+
+from rewarm.demo.base import BaseRecipe, ModelShape, build_base
+from rewarm.demo.corpus import CorpusPaths, CorpusSpec, build_corpora
+from rewarm.demo.study import GROUP, StudyPlan, StudyRecipe, environment, findings_of, plan_study, run_study
+from rewarm.demo.tokenizer import build_tokenizer
+
+log = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True)
+class DemoPreset:
+    """All sizes of one demo: corpora, tokenizer, base pre-training, study runs."""
+
+    corpus: CorpusSpec = CorpusSpec()
+    vocab_size: int = 4000
+    base: BaseRecipe = BaseRecipe()
+    base_name: str = "base"
+    study: StudyRecipe = StudyRecipe()
+    group: str = GROUP
+
+
+PRESETS: dict[str, DemoPreset] = {
+    "full": DemoPreset(),
+    "quick": DemoPreset(
+        base=BaseRecipe(steps=240, revision_every=60, val_every=60),
+        base_name="base-quick",
+        study=StudyRecipe(steps=60, val_every=15, val_tokens=8192),
+        group=f"{GROUP}-quick",
+    ),
+}
+
+
+def tiny_preset() -> DemoPreset:
+    """A demo small enough for a test (seconds per run): small corpora, 512 tokens, a 2-layer d=32 model."""
+    shape = ModelShape(hidden_size=32, num_layers=2, num_heads=2, max_positions=64)
+    return DemoPreset(
+        corpus=CorpusSpec(max_upstream_bytes=300_000, max_downstream_bytes=300_000, heldout_fraction=0.15),
+        vocab_size=512,
+        base=BaseRecipe(shape=shape, seq_len=32, batch_size=4, steps=8, revision_every=4, val_tokens=512, val_every=4),
+        base_name="base-tiny",
+        study=StudyRecipe(steps=4, val_every=2, val_tokens=512),
+        group=f"{GROUP}-tiny",
+    )
+
+
+@dataclass
+class DemoResult:
+    """What a demo produced: the study's plan and run directories, the report, findings, phase timings (s)."""
+
+    plan: StudyPlan
+    run_dirs: dict[str, Path]
+    report: Path
+    findings: list[Any]
+    numbers: Any
+    base_run: Path
+    seconds: dict[str, float] = field(default_factory=dict)
+
+
+def prepare(cache: Path, preset: DemoPreset, seconds: dict[str, float]) -> tuple[CorpusPaths, Path, Path]:
+    """Corpora, tokenizer and base model under ``cache`` (each reused when up to date); timings into ``seconds``."""
+    t = time.perf_counter()
+    corpus = build_corpora(cache / "corpus", preset.corpus)
+    seconds["corpora"] = time.perf_counter() - t
+    t = time.perf_counter()
+    train_files = sorted((corpus.root / "pile" / "train").glob("*.jsonl.zst"))  # upstream training split only
+    tokenizer_dir = build_tokenizer(train_files, cache / "tokenizer", preset.vocab_size)
+    seconds["tokenizer"] = time.perf_counter() - t
+    t = time.perf_counter()
+    base_run = build_base(cache, corpus, tokenizer_dir, preset.base, preset.base_name)
+    seconds["base model"] = time.perf_counter() - t
+    return corpus, tokenizer_dir, base_run
+
+
+def run_demo(config_path: Path, out: Path, cache: Path, preset: DemoPreset, *, rerun: bool = False,
+             wandb_mode: str | None = None) -> DemoResult:
+    """Build (or reuse) everything, run the study, write ``<out>/report/`` with the findings appended."""
+    seconds: dict[str, float] = {}
+    corpus, _, base_run = prepare(cache, preset, seconds)
+    study = _with_base_shape(preset)
+    plan = plan_study(preset.base.max_lr, corpus, study)
+    _reset_stale_runs(out / preset.group, _study_stamp(base_run, preset, config_path), rerun)
+    t = time.perf_counter()
+    env = environment(base_run, corpus, out, study, wandb_mode)
+    dirs = dict(zip(plan.runs, run_study(config_path, plan, env, group=preset.group), strict=True))
+    seconds["study"] = time.perf_counter() - t
+    t = time.perf_counter()
+    found, numbers = findings_of(plan, dirs)
+    report = write_report(out / "report", plan, dirs, found, numbers)
+    seconds["report"] = time.perf_counter() - t
+    return DemoResult(plan, dirs, report, found, numbers, base_run, seconds)
+
+
+def _with_base_shape(preset: DemoPreset) -> StudyRecipe:
+    """The study runs use the base's row length and batch size (the config file's are the full demo's)."""
+    return replace(preset.study, seq_len=preset.base.seq_len, batch_size=preset.base.batch_size)
+
+
+def write_report(out_dir: Path, plan: StudyPlan, dirs: dict[str, Path], found: list[Any], numbers: Any) -> Path:
+    """``rewarm.study.compare`` figures + table (runs labelled by their study names), findings appended."""
+    from rewarm.demo.findings import render
+    from rewarm.study.compare import compare_runs
+
+    labels = {d.name: name for name, d in dirs.items()}
+    return compare_runs(list(dirs.values()), out_dir, labels=labels, title="rewarm demo: the rewarm study in miniature",
+                        extra_markdown=render(found, numbers))
+
+
+def _study_stamp(base_run: Path, preset: DemoPreset, config_path: Path) -> dict[str, Any]:
+    base = json.loads((base_run / "rewarm_demo_stamp.json").read_text())
+    return {"base": base, "study": asdict(preset.study), "config": Path(config_path).read_text()}
+
+
+def _reset_stale_runs(group_dir: Path, stamp: dict[str, Any], rerun: bool) -> None:
+    """Remove the study's earlier runs when asked to, or when they came from another base model or recipe."""
+    stamp_file = group_dir / "demo_stamp.json"
+    old = json.loads(stamp_file.read_text()) if stamp_file.is_file() else None
+    if group_dir.exists() and (rerun or old != stamp):
+        log.info("removing earlier study runs in %s (%s)", group_dir, "--rerun" if rerun else "base or recipe changed")
+        shutil.rmtree(group_dir)
+    group_dir.mkdir(parents=True, exist_ok=True)
+    stamp_file.write_text(json.dumps(stamp, indent=1, default=str) + "\n")

@@ -1,0 +1,154 @@
+"""The papers' study in miniature: continued pre-training runs of the demo base model, as one sweep.
+
+From the tiny base (pre-trained on upstream with peak LR P, ending at 0.1 P), on downstream:
+
+- ``constant``: constant LR 0.1 P, the base's final LR (Gupta et al.'s 3e-5 baseline);
+- ``rewarm-0.5x``, ``rewarm-1x``, ``rewarm-2x``: linear warmup over 1 % then cosine to 0.1 x max, max = 0.5 / 1 / 2 P;
+- ``warmup-0``: ``rewarm-1x`` without warmup;
+- ``replay-5pct``: ``rewarm-1x`` with 5 % of the rows from upstream (Ibrahim et al.);
+- ``scratch``: ``rewarm-1x``'s schedule from fresh weights of the same architecture;
+- ``upstream-rewarm``: ``rewarm-1x`` on the upstream data itself;
+- ``rewarm-1x-seed<k>``: ``rewarm-1x`` with another seed (data order), to measure the noise.
+
+The main run's settings are ``configs/demo.yaml``; every run overrides the schedule completely, and the
+environment (cache paths, run length in ``--quick``) comes as the sweep's extra overrides.
+"""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from rewarm.demo.corpus import CorpusPaths
+
+log = logging.getLogger(__name__)
+
+MAIN = "rewarm-1x"
+GROUP = "study"
+
+
+@dataclass(frozen=True)
+class StudyRecipe:
+    """Sizes of the study runs; None keeps the value of the config file."""
+
+    steps: int | None = None
+    val_every: int | None = None
+    val_tokens: int | None = None
+    seq_len: int | None = None
+    batch_size: int | None = None
+    """Rows per optimizer step (micro batch; no accumulation)."""
+    lr_factors: tuple[float, ...] = (0.5, 1.0, 2.0)
+    warmup_fraction: float = 0.01
+    replay_fraction: float = 0.05
+    noise_seed: int = 1
+
+
+@dataclass(frozen=True)
+class StudyPlan:
+    """The runs (name -> overrides) and which run plays which part in the findings."""
+
+    runs: dict[str, list[str]]
+    lr_runs: list[tuple[float, str]]
+    constant: str = "constant"
+    main: str = MAIN
+    no_warmup: str = "warmup-0"
+    replay: str = "replay-5pct"
+    scratch: str = "scratch"
+    upstream: str = "upstream-rewarm"
+    seed_twin: str = f"{MAIN}-seed1"
+
+    @property
+    def rewarmed_downstream(self) -> list[str]:
+        """Rewarmed from the base, on downstream only (no replay): the runs the constant LR is compared with."""
+        return [r for _, r in self.lr_runs] + [self.no_warmup, self.seed_twin]
+
+    @property
+    def rewarmed(self) -> list[str]:
+        """Every run that starts from the base model and trains on downstream (all but scratch and upstream)."""
+        return [self.constant, *self.rewarmed_downstream, self.replay]
+
+
+def cosine(max_lr: float, warmup_fraction: float) -> list[str]:
+    """Overrides of a rewarm schedule: linear warmup, cosine to 0.1 x max (Gupta et al.)."""
+    return ["schedule.name=cosine", f"schedule.max_lr={max_lr:.6g}", f"schedule.min_lr={0.1 * max_lr:.6g}",
+            f"schedule.warmup_fraction={warmup_fraction:g}"]
+
+
+def upstream_source(corpus: CorpusPaths, weight: float) -> list[str]:
+    """Overrides adding the upstream training split as source ``pile`` with ``weight``."""
+    return ["data.train.pile.preset=pile", f"data.train.pile.root={corpus.root / 'pile'}", f"data.train.pile.weight={weight:g}"]
+
+
+def plan_study(base_peak_lr: float, corpus: CorpusPaths, recipe: StudyRecipe = StudyRecipe()) -> StudyPlan:
+    """Name and override every run of the study; the base's peak LR P sets all learning rates."""
+    main = cosine(base_peak_lr, recipe.warmup_fraction)
+    r = recipe.replay_fraction
+    runs: dict[str, list[str]] = {"constant": ["schedule.name=constant", f"schedule.max_lr={0.1 * base_peak_lr:.6g}",
+                                               f"schedule.min_lr={0.1 * base_peak_lr:.6g}", "schedule.warmup_fraction=0"]}
+    lr_runs = []
+    for factor in recipe.lr_factors:
+        name = f"rewarm-{factor:g}x"
+        runs[name] = cosine(factor * base_peak_lr, recipe.warmup_fraction)
+        lr_runs.append((factor * base_peak_lr, name))
+    if MAIN not in runs:
+        raise ValueError(f"lr_factors must include 1 (the main run {MAIN}), got {recipe.lr_factors}")
+    runs["warmup-0"] = cosine(base_peak_lr, 0.0)
+    runs["replay-5pct"] = [*main, *upstream_source(corpus, r), f"data.train.slimpajama.weight={1 - r:g}"]
+    runs["scratch"] = [*main, "model.init=scratch"]
+    runs["upstream-rewarm"] = [*main, *upstream_source(corpus, 1.0), "data.train.slimpajama.weight=0"]
+    twin = f"{MAIN}-seed{recipe.noise_seed}"
+    runs[twin] = [*main, f"run.seed={recipe.noise_seed}"]
+    return StudyPlan(runs, lr_runs, seed_twin=twin)
+
+
+def environment(base_run: Path, corpus: CorpusPaths, out_dir: Path, recipe: StudyRecipe, wandb_mode: str | None) -> list[str]:
+    """Overrides every run shares: where the base model and the corpora are, where runs go, the run length."""
+    out = [
+        f"model.name_or_path={base_run / 'hf'}",
+        f"data.train.slimpajama.root={corpus.root / 'slimpajama'}",
+        f"data.val.pile.root={corpus.root / 'pile'}",
+        f"data.val.slimpajama.root={corpus.root / 'slimpajama'}",
+        f"run.out_dir={out_dir}",
+    ]
+    if recipe.steps is not None:
+        out.append(f"trainer.max_steps={recipe.steps}")
+    if recipe.val_every is not None:
+        out.append(f"trainer.val_every_steps={recipe.val_every}")
+    if recipe.seq_len is not None:
+        out.append(f"data.seq_len={recipe.seq_len}")
+    if recipe.batch_size is not None:
+        out.append(f"trainer.micro_batch_size={recipe.batch_size}")
+    if recipe.val_tokens is not None:
+        out += [f"data.val.pile.max_tokens={recipe.val_tokens}", f"data.val.slimpajama.max_tokens={recipe.val_tokens}"]
+    if wandb_mode is not None:
+        out.append(f"logging.wandb.mode={wandb_mode}")
+    return out
+
+
+def run_study(config_path: Path, plan: StudyPlan, env: list[str], group: str = GROUP) -> list[Path]:
+    """Run the study's runs in this process, one after another (finished ones are skipped); their directories."""
+    from rewarm.study.sweep import SweepRun, run_sweep
+
+    runs = [SweepRun(name, overrides) for name, overrides in plan.runs.items()]
+    return run_sweep(config_path, runs, group=group, extra_overrides=env, in_process=True)
+
+
+def findings_of(plan: StudyPlan, run_dirs: dict[str, Path]) -> tuple[list[Any], Any]:
+    """The six findings, computed from the runs' metrics.csv (see rewarm.demo.findings)."""
+    from rewarm.demo import findings as F
+
+    curves = {name: F.read_curves(d) for name, d in run_dirs.items()}
+    numbers = F.StudyNumbers(curves, upstream="pile", downstream="slimpajama", seed_pair=(plan.main, plan.seed_twin))
+    if not F.finite(numbers):
+        numbers.notes.append("a run ended with a non-finite loss (diverged); comparisons involving it are void")
+    found = [
+        F.higher_lr(numbers, plan.lr_runs),
+        F.constant_lr(numbers, plan.constant, plan.rewarmed_downstream, plan.main),
+        F.replay(numbers, plan.replay, plan.main),
+        F.beats_scratch(numbers, plan.scratch, plan.rewarmed),
+        F.same_data(numbers, plan.upstream),
+        F.warmup(numbers, plan.no_warmup, plan.main),
+    ]
+    return found, numbers

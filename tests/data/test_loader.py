@@ -1,0 +1,205 @@
+"""The training loader: packing, document mask, mixing and schedules, disjoint reads, exact resume."""
+
+from __future__ import annotations
+
+import itertools
+import pickle
+import re
+
+import pytest
+import torch
+from data_helpers import records, write_jsonl
+
+from rewarm.data import build_train_loader, merge_states, state_metrics
+from rewarm.errors import ResumeError
+
+KEYS = ("input_ids", "labels", "source_ids", "position_ids")
+
+
+def take(loader, n: int) -> list[dict]:
+    return list(itertools.islice(iter(loader), n))
+
+
+def same(a: dict, b: dict) -> bool:
+    return all(torch.equal(a[k], b[k]) for k in KEYS if k in a or k in b)
+
+
+def stream_of(tokenizer, texts: list[str]) -> list[int]:
+    """The reference token stream: each document's ids, then EOS (id 0)."""
+    out: list[int] = []
+    for t in texts:
+        out += tokenizer(t, add_special_tokens=False)["input_ids"] + [tokenizer.eos_token_id]
+    return out
+
+
+def loader(cfg, tok, rank=0, world=1, mbs=4, seed=0, **kw):
+    return build_train_loader(cfg, tok, micro_batch_size=mbs, seed=seed, rank=rank, world_size=world, **kw)
+
+
+def test_rows_are_the_packed_document_stream(tokenizer, tmp_path, data_cfg):
+    recs = records(60)
+    path = write_jsonl(tmp_path / "a.jsonl.zst", recs)
+    cfg = data_cfg(seq_len=16, num_workers=0, train={"a": {"paths": [str(path)]}})
+    batches = take(loader(cfg, tokenizer), 5)
+    ref = stream_of(tokenizer, [r["text"] for r in recs])
+    rows = torch.cat([torch.cat([b["input_ids"], b["labels"][:, -1:]], 1) for b in batches])
+    assert rows.shape == (20, 17)
+    assert rows.flatten().tolist() == ref[: 20 * 17]  # consecutive, non-overlapping rows of seq_len + 1
+    for b in batches:
+        assert torch.equal(b["labels"][:, :-1], b["input_ids"][:, 1:])  # labels already shifted
+        assert b["input_ids"].dtype == torch.long and "position_ids" not in b
+        assert b["source_ids"].tolist() == [0, 0, 0, 0]
+
+
+def test_document_mask_positions_and_labels(tokenizer, tmp_path, data_cfg):
+    recs = records(40)
+    path = write_jsonl(tmp_path / "a.jsonl", recs)
+    cfg = data_cfg(seq_len=24, num_workers=0, document_mask=True, train={"a": {"paths": [str(path)]}})
+    ref = torch.tensor(stream_of(tokenizer, [r["text"] for r in recs]))
+    starts = set((torch.nonzero(ref == 0).flatten() + 1).tolist()) | {0}  # stream offsets where documents begin
+    for i, b in enumerate(take(loader(cfg, tokenizer, mbs=2), 4)):
+        for j in range(2):
+            base = (2 * i + j) * 25  # stream offset of this row
+            pos, labels = b["position_ids"][j].tolist(), b["labels"][j].tolist()
+            expect_pos, p = [], 0
+            for t in range(24):
+                p = 0 if t == 0 or base + t in starts else p + 1
+                expect_pos.append(p)
+            assert pos == expect_pos
+            masked = [t for t in range(24) if labels[t] == -100]
+            assert masked == [t for t in range(24) if base + t + 1 in starts]
+            kept = [t for t in range(24) if t not in masked]
+            assert [labels[t] for t in kept] == [int(ref[base + t + 1]) for t in kept]
+
+
+def two_sources(data_cfg, pile_dir, slim_dir, **kw):
+    train = {"pile": {"preset": "pile", "root": str(pile_dir), "weight": 1.0},
+             "slim": {"preset": "slimpajama", "root": str(slim_dir), "weight": 3.0}}
+    for name, extra in kw.pop("sources", {}).items():
+        train[name].update(extra)
+    return data_cfg(seq_len=16, train=train, **kw)
+
+
+def row_doc_ids(tokenizer, batch) -> list[list[int]]:
+    rows = torch.cat([batch["input_ids"], batch["labels"][:, -1:]], 1)
+    return [[int(x) for x in re.findall(r"doc(\d+) ", tokenizer.decode(r.tolist()))] for r in rows]
+
+
+def test_mixing_per_row_weights_and_determinism(tokenizer, data_cfg, pile_dir, slim_dir):
+    cfg = two_sources(data_cfg, pile_dir, slim_dir, num_workers=0)
+    a, b = take(loader(cfg, tokenizer), 30), take(loader(cfg, tokenizer), 30)
+    assert all(same(x, y) for x, y in zip(a, b, strict=True))
+    c = take(loader(cfg, tokenizer, seed=1), 30)
+    assert not all(torch.equal(x["source_ids"], y["source_ids"]) for x, y in zip(a, c, strict=True))
+    ids = torch.cat([x["source_ids"] for x in a])
+    assert loader(cfg, tokenizer).source_names == ["pile", "slim"]
+    assert 0.15 < (ids == 0).float().mean() < 0.35  # weight 1 : 3
+    for batch in a:  # the source id names the corpus the row's documents come from
+        for sid, docs in zip(batch["source_ids"].tolist(), row_doc_ids(tokenizer, batch), strict=True):
+            assert all((d < 5000) == (sid == 0) for d in docs)
+    m = state_metrics(a[-1]["data_state"])
+    assert m["data/pile/tokens"] == float((ids == 0).sum() * 16) and m["data/slim/fraction"] == pytest.approx(
+        float((ids == 1).float().mean()))
+
+
+@pytest.mark.parametrize("unit,ramp_end", [("steps", 10), ("tokens", 10 * 4 * 16)])
+def test_weight_schedule_ramps_replay(tokenizer, data_cfg, pile_dir, slim_dir, unit, ramp_end):
+    ramp = [{"at": 0, "weight": 0.0}, {"at": ramp_end, "weight": 3.0}]
+    cfg = two_sources(data_cfg, pile_dir, slim_dir, num_workers=0, mix_schedule_unit=unit,
+                      sources={"pile": {"weight_schedule": ramp}})
+    batches = take(loader(cfg, tokenizer), 40)
+    assert (batches[0]["source_ids"] == 1).all()  # weight 0 at the start: no replay
+    late = torch.cat([b["source_ids"] for b in batches[10:]])
+    assert 0.3 < (late == 0).float().mean() < 0.7  # 3 : 3 after the ramp
+
+
+def test_subset_weights_select_domains(tokenizer, data_cfg, slim_dir):
+    cfg = data_cfg(seq_len=16, num_workers=0, train={"slim": {"preset": "slimpajama", "root": str(slim_dir),
+                   "subsets": {"RedPajamaC4": 1.0, "RedPajamaBook": 1.0}}})
+    batches = take(loader(cfg, tokenizer), 20)
+    docs = [d for b in batches for r in row_doc_ids(tokenizer, b) for d in r]
+    assert docs and all(d % 4 in (1, 3) for d in docs)  # C4 and Book documents only (see data_helpers)
+    assert {d % 4 for d in docs} == {1, 3}
+
+
+def reader_streams(batches_by_rank, streams_per_rank):
+    """Token stream of each (rank, logical stream): its rows in order."""
+    out = {}
+    for rank, batches in batches_by_rank.items():
+        for k, b in enumerate(batches):
+            rows = torch.cat([b["input_ids"], b["labels"][:, -1:]], 1).flatten().tolist()
+            out.setdefault((rank, k % streams_per_rank), []).extend(rows)
+    return out
+
+
+def test_ranks_and_workers_read_disjoint_documents(tokenizer, data_cfg, pile_dir):
+    """2 ranks x 2 workers over 3 shards: in the first pass of every reader, each of the 300 documents is
+    read exactly once over all readers. A reader's first pass is its documents up to the first repeat."""
+    cfg = data_cfg(seq_len=32, num_workers=2, worker_start="fork",
+                   train={"pile": {"preset": "pile", "root": str(pile_dir)}})
+    by_rank = {r: take(loader(cfg, tokenizer, rank=r, world=2, mbs=4), 160) for r in range(2)}
+    seen: list[int] = []
+    for stream in reader_streams(by_rank, 2).values():
+        ids = [int(x) for x in re.findall(r"doc(\d+) ", tokenizer.decode(stream))]
+        first_pass = ids[: next(i for i in range(len(ids)) if ids[i] in ids[:i])]
+        seen += first_pass
+    assert sorted(seen) == list(range(300))
+
+
+@pytest.mark.parametrize("workers,start", [(0, "fork"), (2, "fork"), (1, "auto")])
+def test_exact_resume_with_mixing_workers_and_two_ranks(tokenizer, data_cfg, pile_dir, slim_dir, workers, start):
+    cfg = two_sources(data_cfg, pile_dir, slim_dir, num_workers=workers, worker_start=start, document_mask=True)
+    n, m = 7, 6
+    full = {r: take(loader(cfg, tokenizer, rank=r, world=2), n + m) for r in range(2)}
+    state = merge_states([full[r][n - 1]["data_state"] for r in range(2)])
+    state = pickle.loads(pickle.dumps(state))  # what a checkpoint stores
+    for r in range(2):
+        resumed = loader(cfg, tokenizer, rank=r, world=2)
+        resumed.load_state_dict(state)
+        again = take(resumed, m)
+        assert all(same(a, b) for a, b in zip(again, full[r][n:], strict=True))
+        assert again[-1]["data_state"]["ranks"][str(r)] == full[r][-1]["data_state"]["ranks"][str(r)]
+        assert not any(same(a, b) for a, b in zip(again, full[1 - r][n:], strict=True))  # ranks differ
+
+
+def test_resume_refuses_other_data_or_layout(tokenizer, data_cfg, pile_dir, slim_dir):
+    cfg = two_sources(data_cfg, pile_dir, slim_dir, num_workers=0)
+    state = take(loader(cfg, tokenizer), 2)[-1]["data_state"]
+    other = two_sources(data_cfg, pile_dir, slim_dir, num_workers=0, sources={"pile": {"weight": 2.0}})
+    with pytest.raises(ResumeError, match="different data config"):
+        loader(other, tokenizer).load_state_dict(state)
+    with pytest.raises(ResumeError, match="micro_batch_size: saved 4, now 8"):
+        loader(cfg, tokenizer, mbs=8).load_state_dict(state)
+    with pytest.raises(ResumeError, match="not rank 1"):
+        loader(cfg, tokenizer, rank=1, world=2).load_state_dict(
+            take(loader(cfg, tokenizer, rank=0, world=2), 1)[0]["data_state"])
+
+
+def test_source_end_repeat_and_stop(tokenizer, tmp_path, data_cfg):
+    path = write_jsonl(tmp_path / "small.jsonl", records(5))
+    cfg = data_cfg(seq_len=16, num_workers=0, train={"a": {"paths": [str(path)]}})
+    n_tokens = len(stream_of(tokenizer, [r["text"] for r in records(5)]))
+    batches = take(loader(cfg, tokenizer, mbs=1), 3 * n_tokens // 17)
+    assert state_metrics(batches[-1]["data_state"])["data/a/passes"] >= 2
+    stop = data_cfg(seq_len=16, num_workers=0, on_source_end="stop", train={"a": {"paths": [str(path)]}})
+    assert len(list(loader(stop, tokenizer, mbs=1))) == n_tokens // 17  # the partial last row is dropped
+
+
+def test_skipped_records_are_counted_cumulatively_through_resume(tokenizer, tmp_path, data_cfg):
+    path = write_jsonl(tmp_path / "a.jsonl", records(40), raw_lines={i: b"{bad" for i in (2, 5, 9, 12)})
+    cfg = data_cfg(seq_len=16, num_workers=0, train={"a": {"paths": [str(path)]}})
+    full = take(loader(cfg, tokenizer, mbs=2), 60)
+    counts = [state_metrics(b["data_state"])["data/skipped_records"] for b in full]
+    assert counts == sorted(counts) and counts[-1] == 4 and counts[0] < 4
+    resumed = loader(cfg, tokenizer, mbs=2)
+    resumed.load_state_dict(full[9]["data_state"])
+    again = take(resumed, 50)
+    assert [state_metrics(b["data_state"])["data/skipped_records"] for b in again] == counts[10:]
+    assert all(same(a, b) for a, b in zip(again, full[10:], strict=True))
+
+
+def test_state_is_small_and_fingerprint_stable(tokenizer, data_cfg, pile_dir, slim_dir):
+    cfg = two_sources(data_cfg, pile_dir, slim_dir, num_workers=0)
+    batch = take(loader(cfg, tokenizer), 3)[-1]
+    assert len(pickle.dumps(batch["data_state"])) < 4000
+    assert loader(cfg, tokenizer).fingerprint() == batch["data_state"]["fingerprint"]
