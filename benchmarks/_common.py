@@ -65,8 +65,15 @@ def print_result(name: str, value: float, target: str) -> None:
     print(f"{name}={value:.4f}", flush=True)
 
 
-def quiet_logs() -> None:
-    """Keep library chatter (Lightning's banners, rewarm's INFO lines) out of the benchmark output."""
+def quiet_logs(lightning: bool = False) -> None:
+    """Keep library chatter (Lightning's banners, progress bars, rewarm's INFO lines) out of the benchmark
+    output. ``lightning``: import it first (it sets its loggers' levels when imported)."""
+    if lightning:
+        import lightning  # noqa: F401
+    import transformers
+
+    transformers.utils.logging.set_verbosity_error()
+    transformers.utils.logging.disable_progress_bar()
     for name in ("lightning", "lightning.pytorch", "lightning.fabric", "rewarm", "transformers", "datasets"):
         logging.getLogger(name).setLevel(logging.ERROR)
     import warnings
@@ -88,18 +95,14 @@ def timed(fn: Callable[[], Any]) -> float:
     return time.perf_counter() - t0
 
 
-def alternate(a: Callable[[], float], b: Callable[[], float], rounds: int) -> list[tuple[float, float]]:
-    """Run a, b, b, a, a, b, ... (ABBA order cancels drifts) for ``rounds`` pairs; each returns its measure."""
-    out = []
-    for r in range(rounds):
-        if r % 2 == 0:
-            x = a()
-            y = b()
-        else:
-            y = b()
-            x = a()
-        out.append((x, y))
-    return out
+def abba(r: int, a: Callable[[], float], b: Callable[[], float]) -> tuple[float, float]:
+    """Round ``r`` of an alternation: a then b on even rounds, b then a on odd ones (ABBA order cancels a
+    drift of the machine's speed); returns (a's measure, b's measure)."""
+    if r % 2 == 0:
+        x = a()
+        return x, b()
+    y = b()
+    return a(), y
 
 
 # ---------------------------------------------------------------- local world: corpus, tokenizer, model
@@ -184,7 +187,7 @@ def base_overrides(model_dir: Path, train_glob: str, out_dir: Path, seq_len: int
         "model.attn_implementation=sdpa", f"data.seq_len={seq_len}", f"data.train.corpus.paths=[{train_glob}]",
         f"trainer.max_steps={steps}", f"trainer.micro_batch_size={batch}", "trainer.val_every_steps=0",
         "trainer.accelerator=cpu", "schedule.warmup_steps=2", "schedule.max_lr=3e-4", "schedule.min_lr=3e-5",
-        "logging.wandb.mode=disabled", "logging.progress=off", "logging.level=WARNING",
+        "logging.wandb.mode=disabled", "logging.progress='off'", "logging.level=WARNING",
         "checkpoint.every_steps=0", "resume.mode=never",
     ]
 

@@ -47,3 +47,29 @@ def _hms(seconds: float) -> str:
         return "?"
     s = int(seconds)
     return f"{s // 3600:d}:{s % 3600 // 60:02d}:{s % 60:02d}"
+
+
+def progress_bar() -> L.Callback:
+    """Lightning's TQDM bar over optimizer steps (total known, so it shows an ETA), with tokens/s."""
+    from lightning.pytorch.callbacks import TQDMProgressBar
+
+    class StepBar(TQDMProgressBar):
+        def on_train_epoch_start(self, trainer: L.Trainer, *args: Any) -> None:
+            super().on_train_epoch_start(trainer, *args)
+            self.train_progress_bar.reset(total=trainer.max_steps)
+            self.train_progress_bar.initial = trainer.global_step
+            self.train_progress_bar.set_description("train")
+
+        def on_train_batch_end(self, trainer: L.Trainer, pl_module: Any, outputs: Any, batch: Any, i: int) -> None:
+            if pl_module._micro >= pl_module.steps.grad_accum_steps:  # this batch completed an optimizer step
+                self.train_progress_bar.n = trainer.global_step
+                self.train_progress_bar.set_postfix(self.get_metrics(trainer, pl_module), refresh=True)
+
+        def get_metrics(self, trainer: L.Trainer, pl_module: Any) -> dict[str, Any]:
+            out: dict[str, Any] = {"tokens": pl_module.tokens_seen}
+            tps = getattr(pl_module, "last_tokens_per_sec", None)
+            if tps:
+                out["tok/s"] = f"{tps:,.0f}"
+            return out
+
+    return StepBar()

@@ -97,6 +97,7 @@ class RewarmModule(L.LightningModule):
         self._evaluated_step = -1
         self._t_last: float | None = None
         self._perf_tokens0 = 0
+        self.last_tokens_per_sec: float | None = None
 
     # ------------------------------------------------------------------ data
     def train_dataloader(self) -> Any:
@@ -184,7 +185,7 @@ class RewarmModule(L.LightningModule):
         if self._t_last is not None:
             dt = now - self._t_last
             tps = (self.tokens_seen - self._perf_tokens0) / dt if dt > 0 else float("nan")
-            out["perf/tokens_per_sec"] = tps
+            out["perf/tokens_per_sec"] = self.last_tokens_per_sec = tps
             if self.steps.flops_per_token and self.steps.peak_flops:
                 out["perf/mfu"] = tps * self.steps.flops_per_token / self.steps.peak_flops
         if torch.cuda.is_available():
@@ -258,13 +259,23 @@ class RewarmModule(L.LightningModule):
 
     # ------------------------------------------------------------------ checkpoint state
     def on_save_checkpoint(self, checkpoint: dict[str, Any]) -> None:
+        """Called on every rank (collectives are safe here). The data state is the one of the last batch
+        *trained on*, gathered over ranks; Lightning's own copy of the loader state is replaced by it,
+        because Lightning reads the loader after its prefetch (one batch ahead: a resume would skip it)."""
+        from rewarm.data import gather_state
+        from rewarm.resume import gather_objects
+
+        data_state = gather_state(self.data_state) if self.data_state is not None else None
+        fit_state = checkpoint.get("loops", {}).get("fit_loop", {}).get("state_dict", {})
+        fit_state["combined_loader"] = [data_state] if data_state is not None else []
         checkpoint["rewarm"] = {
             "start_losses": self.start_losses,
             "tokens_seen": self.tokens_seen,
             "source_tokens": self.source_tokens,
-            "data_state": self.data_state,
+            "data_state": data_state,
             "evaluated_step": self._evaluated_step,
-            "rng": rng_state(),
+            "final_metrics": getattr(self, "final_metrics", None),
+            "rng": gather_objects(rng_state(), self.trainer.world_size),
         }
 
     def on_load_checkpoint(self, checkpoint: dict[str, Any]) -> None:
@@ -274,8 +285,13 @@ class RewarmModule(L.LightningModule):
         self.source_tokens = list(state.get("source_tokens", self.source_tokens))
         self.data_state = self._pending_data_state = state.get("data_state")
         self._evaluated_step = int(state.get("evaluated_step", -1))
-        if "rng" in state:
-            set_rng_state(state["rng"])
+        if state.get("final_metrics") is not None:
+            self.final_metrics = dict(state["final_metrics"])
+        rng = state.get("rng")
+        if isinstance(rng, list):  # one state per rank; a different world size reuses them round-robin
+            rng = rng[self.global_rank % len(rng)]
+        if rng:
+            set_rng_state(rng)
 
 
 def rng_state() -> dict[str, Any]:
@@ -299,14 +315,10 @@ def set_rng_state(state: dict[str, Any]) -> None:
 
     import numpy as np
 
-    random.setstate(_as_tuple(state["python"]))
+    version, internal, gauss = state["python"]  # a checkpoint may hand tuples back as lists
+    random.setstate((version, tuple(internal), gauss))
     name, keys, pos, has_gauss, cached = state["numpy"]
     np.random.set_state((name, np.asarray(keys, dtype=np.uint32), int(pos), int(has_gauss), float(cached)))
     torch.set_rng_state(state["torch"])
     if "cuda" in state and torch.cuda.is_available():
         torch.cuda.set_rng_state_all(state["cuda"])
-
-
-def _as_tuple(value: Any) -> Any:
-    """random.setstate wants tuples all the way down (a checkpoint may hand back lists)."""
-    return tuple(_as_tuple(v) for v in value) if isinstance(value, (list, tuple)) else value

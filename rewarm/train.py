@@ -119,13 +119,22 @@ def wandb_run_id(run_dir: Path) -> str:
     return run_id
 
 
+def build_callbacks(progress: str) -> list[Any]:
+    """A TQDM bar with tokens/s and ETA in a terminal, plain periodic lines elsewhere (SLURM logs)."""
+    from rewarm.callbacks import ProgressLines, progress_bar
+
+    if progress == "auto":
+        progress = "bar" if sys.stderr.isatty() else "lines"
+    return {"bar": [progress_bar()], "lines": [ProgressLines()], "off": []}[progress]
+
+
 def build_trainer(cfg: RunConfig, plan: BatchPlan, loggers: list[Any], callbacks: list[Any]) -> Any:
     import lightning as L
 
     from rewarm.strategies import build_strategy, resolve_accelerator
 
     t = cfg.trainer
-    progress_bar = cfg.logging.progress == "bar" or (cfg.logging.progress == "auto" and sys.stderr.isatty())
+    progress_bar = any(type(c).__name__ == "StepBar" for c in callbacks)
     return L.Trainer(
         accelerator=resolve_accelerator(t.accelerator), devices=t.devices, num_nodes=t.num_nodes,
         strategy=build_strategy(t, plan),
@@ -162,6 +171,8 @@ def run(cfg: RunConfig) -> Path:
     check_vocab(model, tokenizer)
     if m.activation_checkpointing:
         model.gradient_checkpointing_enable()
+    if m.compile:
+        model.compile()  # in place: state_dict keys (checkpoints, export) are unchanged
     val_sets = build_val_sets(cfg, tokenizer)
     module = build_module(cfg, plan, model, tokenizer, val_sets)
     columns = metric_columns(cfg, val_sets)
@@ -174,17 +185,21 @@ def run(cfg: RunConfig) -> Path:
     )
     module.after_step = partial(_after_step, module=module, checkpointer=checkpointer, signals=signals,
                                 hf_every=cfg.checkpoint.hf_every_steps, tokenizer=tokenizer, run_dir=run_dir)
-    from rewarm.callbacks import ProgressLines
-
-    callbacks = [] if cfg.logging.progress in ("bar", "off") else [ProgressLines()]
+    callbacks = build_callbacks(cfg.logging.progress)
     trainer = build_trainer(cfg, plan, loggers, callbacks)
     ckpt = resolve_resume(cfg.resume.mode, run_dir)
-    resume_step = _manifest_step(ckpt)
+    from rewarm.resume import prepare_resume
+
+    point = prepare_resume(ckpt, to_dict(cfg), checkpointer, max_steps=plan.max_steps,
+                           allow_config_change=cfg.resume.allow_config_change)
+    if point.finished and (run_dir / "summary.json").is_file():
+        log.info("run %s already finished at step %d (%s): nothing to do", cfg.run.name, point.step, ckpt)
+        return run_dir
     if trainer.is_global_zero:
         (run_dir / "config.yaml").write_text(to_yaml(cfg))
-        loggers[0].start(resume_step)
+        loggers[0].start(point.first_new_row)
         log.info("run %s: %d steps x %d tokens/step = %d tokens; %s", cfg.run.name, plan.max_steps,
-                 plan.tokens_per_step, plan.total_tokens, f"resuming at step {resume_step}" if ckpt else "fresh")
+                 plan.tokens_per_step, plan.total_tokens, f"resuming at step {point.step}" if ckpt else "fresh")
     signals.install()
     try:
         trainer.fit(module, ckpt_path=str(ckpt / "state.ckpt") if ckpt else None)
@@ -195,8 +210,10 @@ def run(cfg: RunConfig) -> Path:
     if signals.received is not None:
         _exit_preempted(run_dir)
     checkpointer.save(trainer, reason="end")
+    from rewarm.export import export_trained  # collective: gathers ZeRO-3 / FSDP2 shards, rank 0 writes
+
+    export_trained(trainer, module.model, tokenizer, run_dir / "hf")
     if trainer.is_global_zero:
-        export_hf(module.model, tokenizer, run_dir / "hf")
         write_summary(run_dir, module, trainer.global_step)
     return run_dir
 

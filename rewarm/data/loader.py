@@ -190,10 +190,18 @@ def _backend(tokenizer: Any) -> Any:
     return getattr(tokenizer, "backend_tokenizer", tokenizer)
 
 
-def _start_method(cfg: DataConfig) -> str:
-    """forkserver by default: a forked child of a process whose tokenizer already used threads must run it
-    single-threaded (tokenizers disables it), which halves tokenization speed with one worker."""
-    return "forkserver" if cfg.worker_start == "auto" else cfg.worker_start
+def _start_method(cfg: DataConfig) -> Any:
+    """auto: one worker -> forkserver, several -> fork. A forked child of a process whose tokenizer already
+    ran threads must tokenize single-threaded (tokenizers disables its thread pool there), which halves the
+    speed of a lone worker; with several workers each is single-threaded anyway and fork starts fastest.
+    The forkserver preloads this module (torch) once, so later worker starts are cheap."""
+    import multiprocessing
+
+    method = cfg.worker_start if cfg.worker_start != "auto" else ("forkserver" if cfg.num_workers == 1 else "fork")
+    ctx = multiprocessing.get_context(method)
+    if method == "forkserver":
+        ctx.set_forkserver_preload([__name__])
+    return ctx
 
 
 def _worker_init(worker_id: int) -> None:

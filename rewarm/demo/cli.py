@@ -36,11 +36,12 @@ def main(argv: list[str]) -> int:
     if not args.config.is_file():
         print(f"rewarm demo: config not found: {args.config} (pass --config)")
         return 2
-    _quiet_libraries()
-    from rewarm.demo.pipeline import PRESETS, run_demo
     from rewarm.train import setup_logging
 
     setup_logging("INFO")
+    _quiet_libraries()
+    from rewarm.demo.pipeline import PRESETS, run_demo
+
     t0 = time.perf_counter()
     preset = PRESETS["quick" if args.quick else "full"]
     result = run_demo(args.config, args.out, args.cache, preset, rerun=args.rerun, wandb_mode=args.wandb)
@@ -61,6 +62,8 @@ def _quiet_libraries() -> None:
     """Keep the demo's output readable: no per-save progress bars, no Lightning banners, no deprecation noise."""
     warnings.filterwarnings("ignore", category=DeprecationWarning)
     warnings.filterwarnings("ignore", message=".*LeafSpec.*")
+    import lightning.pytorch  # noqa: F401  (it sets its loggers' levels on import: import first, then quiet them)
+
     for name in ("lightning.pytorch", "lightning.fabric", "lightning"):
         logging.getLogger(name).setLevel(logging.WARNING)
     from transformers.utils import logging as hf_logging

@@ -77,7 +77,12 @@ def main(argv: list[str]) -> int:
         print("error: give at least one config file", file=sys.stderr)
         return 2
     try:
-        curves = load_curves(configs, overrides, [shlex.split(s) for s in args.set])
+        sets = [shlex.split(s) for s in args.set]
+    except ValueError as e:  # unbalanced quotes
+        print(f"error: --set: {e}", file=sys.stderr)
+        return 2
+    try:
+        curves = load_curves(configs, overrides, sets)
     except ConfigError as e:
         print(f"error: {e.key}: {e.message}" if e.key else f"error: {e.message}", file=sys.stderr)
         return 2
@@ -100,7 +105,7 @@ def load_curves(configs: Sequence[str], overrides: Sequence[str], sets: Sequence
     curves = []
     for path in configs:
         for extra in sets or [[]]:
-            cfg = _load(path, [*overrides, *extra], len(configs) > 1, bool(sets))
+            cfg = _load(path, overrides, extra, len(configs) > 1, bool(sets))
             plan = rc.batch_plan(cfg)
             s = cfg.schedule
             label = _label(path, extra, len(configs) > 1)
@@ -110,11 +115,12 @@ def load_curves(configs: Sequence[str], overrides: Sequence[str], sets: Sequence
     return curves
 
 
-def _load(path: str, overrides: list[str], many_configs: bool, many_sets: bool) -> rc.RunConfig:
+def _load(path: str, overrides: Sequence[str], extra: list[str], many_configs: bool, many_sets: bool) -> rc.RunConfig:
+    """``rc.load`` with the curve named in the error when there are several."""
     try:
-        return rc.load(path, overrides)
+        return rc.load(path, [*overrides, *extra])
     except ConfigError as e:
-        where = " ".join(([path] if many_configs else []) + ([f"--set {shlex.join(overrides)!r}"] if many_sets else []))
+        where = " ".join(([path] if many_configs else []) + ([f"--set {shlex.join(extra)!r}"] if many_sets else []))
         raise ConfigError(e.key, f"{e.message}{f' (in {where})' if where else ''}") from None
 
 
@@ -183,7 +189,6 @@ def plot(curves: Sequence[Curve], path: Path, x: str = "steps", title: str | Non
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
-
     from matplotlib.ticker import FuncFormatter
 
     fig, ax = plt.subplots(figsize=(9, 4.2 + 0.25 * ((len(curves) + 1) // 2)))

@@ -45,8 +45,8 @@ class ScheduleConfig:
     """Linear warmup length in optimizer steps (default 0). At most one of warmup_steps / _fraction / _tokens."""
     warmup_fraction: float | None = None
     """Warmup length as a fraction of trainer.max_steps (Gupta et al.: 0, 0.005, 0.01, 0.02)."""
-    warmup_tokens: int | None = None
-    """Warmup length in training tokens (converted with tokens per optimizer step)."""
+    warmup_tokens: float | None = None
+    """Warmup length in training tokens, e.g. 3e9 (divided by the tokens per optimizer step, rounded)."""
 
     decay_steps: int | None = None
     """cosine / linear: decay length after warmup (default: the rest of the run; if shorter, the LR stays at
@@ -54,7 +54,7 @@ class ScheduleConfig:
     after zero_lr_steps, warmup included, as Pythia trained)."""
     decay_fraction: float | None = None
     """Decay length as a fraction of trainer.max_steps."""
-    decay_tokens: int | None = None
+    decay_tokens: float | None = None
     """Decay length in training tokens."""
 
     cooldown_steps: int | None = None
@@ -62,7 +62,7 @@ class ScheduleConfig:
     constant_lr right after warmup (required)."""
     cooldown_fraction: float | None = None
     """Cooldown length as a fraction of trainer.max_steps."""
-    cooldown_tokens: int | None = None
+    cooldown_tokens: float | None = None
     """Cooldown length in training tokens."""
     cooldown_shape: str | None = None
     """wsd: 1-sqrt (default) | linear | cosine | exponential. infinite: cosine (default) | inverse_sqrt."""
@@ -73,13 +73,13 @@ class ScheduleConfig:
     """infinite: length of the constant phase (default: the rest of the run before the anneal)."""
     constant_fraction: float | None = None
     """Constant phase length as a fraction of trainer.max_steps."""
-    constant_tokens: int | None = None
+    constant_tokens: float | None = None
     """Constant phase length in training tokens."""
     anneal_steps: int | None = None
     """infinite: exponential anneal from constant_lr to min_lr at the end (default 0: no anneal)."""
     anneal_fraction: float | None = None
     """Anneal length as a fraction of trainer.max_steps."""
-    anneal_tokens: int | None = None
+    anneal_tokens: float | None = None
     """Anneal length in training tokens."""
     inv_sqrt_alpha: float = 10.0
     """infinite with cooldown_shape=inverse_sqrt: the alpha of g(x) = 1/sqrt(1 + alpha x) - 1 (larger = faster drop)."""

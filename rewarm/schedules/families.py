@@ -24,6 +24,7 @@ from rewarm.schedules.phases import (
     first_step_at_or_below,
     make_phase,
     shaped_phase,
+    to_steps,
 )
 
 Family = Callable[[ScheduleConfig, RunLength], list[Phase]]
@@ -130,7 +131,7 @@ def wsd(cfg: ScheduleConfig, run: RunLength) -> list[Phase]:
     phases, start = _prefix(cfg, run)
     c, key = duration(cfg, "cooldown", run)
     if c is None:
-        c = round(WSD_DEFAULT_COOLDOWN_FRACTION * run.total_steps)
+        c = to_steps("cooldown_fraction", WSD_DEFAULT_COOLDOWN_FRACTION, run)
     check_fits(key or "cooldown_fraction", start + c, run, f"warmup + cooldown ({start} + {c} steps) would")
     cd = run.total_steps - c
     phases.append(constant_phase("stable", start, cd, cfg.max_lr))
@@ -142,6 +143,16 @@ def infinite(cfg: ScheduleConfig, run: RunLength) -> list[Phase]:
     """Ibrahim et al.: warmup, cooldown to constant_lr (cosine or inverse-sqrt), constant, exponential anneal to min_lr."""
     const = _constant_lr(cfg)
     phases, start = _prefix(cfg, run)
+    c, s, a = _infinite_lengths(cfg, run, start)
+    e1, e2, e3 = start + c, start + c + s, start + c + s + a
+    phases.append(_infinite_cooldown(cfg, start, e1, const))
+    phases.append(constant_phase("constant", e1, e2, const))
+    phases.append(shaped_phase("anneal", e2, e3, P.exponential, const, cfg.min_lr, "exponential"))
+    return _tail(phases, run)
+
+
+def _infinite_lengths(cfg: ScheduleConfig, run: RunLength, start: int) -> tuple[int, int, int]:
+    """Cooldown (required), constant (default: what is left) and anneal (default 0) lengths, checked against the run."""
     c, c_key = duration(cfg, "cooldown", run)
     if c is None:
         raise ConfigError("cooldown_steps", "infinite needs a cooldown length: cooldown_steps, _fraction or _tokens")
@@ -149,18 +160,14 @@ def infinite(cfg: ScheduleConfig, run: RunLength) -> list[Phase]:
     a, a_key = duration(cfg, "anneal", run)
     a = a or 0
     _need_positive_min(cfg, a > 0, "an exponential anneal (anneal_* > 0)")
-    check_fits(
-        a_key or "anneal_steps", start + c + a, run, f"warmup + cooldown + anneal ({start} + {c} + {a} steps) would"
-    )
+    what = f"warmup + cooldown + anneal ({start} + {c} + {a} steps) would"
+    check_fits(a_key or "anneal_steps", start + c + a, run, what)
     s, s_key = duration(cfg, "constant", run)
     if s is None:
         s = run.total_steps - start - c - a
-    check_fits(s_key or "constant_steps", start + c + s + a, run, f"all phases ({start} + {c} + {s} + {a} steps) would")
-    e1, e2, e3 = start + c, start + c + s, start + c + s + a
-    phases.append(_infinite_cooldown(cfg, start, e1, const))
-    phases.append(constant_phase("constant", e1, e2, const))
-    phases.append(shaped_phase("anneal", e2, e3, P.exponential, const, cfg.min_lr, "exponential"))
-    return _tail(phases, run)
+    what = f"all phases ({start} + {c} + {s} + {a} steps) would"
+    check_fits(s_key or "constant_steps", start + c + s + a, run, what)
+    return c, s, a
 
 
 def _infinite_cooldown(cfg: ScheduleConfig, start: int, end: int, const: float) -> Phase:

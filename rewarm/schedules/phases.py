@@ -87,8 +87,7 @@ def to_steps(key: str, value: float, run: RunLength) -> int:
     if key.endswith("_fraction"):
         return math.floor(value * run.total_steps + 0.5)
     if key.endswith("_tokens"):
-        tps = run.tokens_per_step
-        return (2 * int(value) + tps) // (2 * tps)  # exact integer round-half-up of value / tps
+        return math.floor(value / run.tokens_per_step + 0.5)
     return int(value)
 
 

@@ -15,11 +15,12 @@ from __future__ import annotations
 import csv
 import logging
 import math
+from collections import Counter
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from rewarm.study.keys import flatten, format_float, format_value, short_keys
+from rewarm.study.keys import flatten, format_value, short_keys
 
 log = logging.getLogger(__name__)
 
@@ -212,23 +213,38 @@ def label_view(config: dict[str, Any]) -> dict[str, str]:
 
 def _mix_text(train: dict[str, Any]) -> str:
     weights = {name: float((src or {}).get("weight", 1.0)) for name, src in train.items()}
+    weights = {name: w for name, w in weights.items() if w > 0} or weights  # a source at weight 0 is not read
     total = sum(weights.values()) or 1.0
     if len(weights) == 1:
         return next(iter(weights))
-    return "+".join(f"{n}:{format_float(round(100 * w / total, 2))}%" for n, w in weights.items())
+    return "+".join(f"{n}:{round(100 * w / total, 2):g}%" for n, w in weights.items())
 
 
 def label_runs(runs: list[RunData]) -> list[str]:
-    """Each run's label: ``key=value`` of the keys whose values differ among the runs (keys shortened
-    to their shortest unique suffix); runs that would share a label get their directory name added."""
+    """Each run's label: ``key=value`` of the config keys that differ among the runs (keys shortened to their
+    shortest unique suffix). Where most runs share a value (a clear mode, e.g. the reference max LR of a
+    study), runs with that value leave the key out, so a label reads as the run's difference from the
+    others; a run left with nothing to say gets all its distinguishing keys. Runs that would share a label
+    get their directory name added."""
     views = [label_view(r.config) for r in runs]
     order = list(dict.fromkeys(k for v in views for k in v))
     differing = _drop_redundant([k for k in order if len({v.get(k) for v in views}) > 1], views)
     short = short_keys(differing)
-    labels = [
-        ", ".join(f"{short[k]}={v[k]}" for k in differing if k in v) or r.name for r, v in zip(runs, views, strict=True)
-    ]
+    modes = {k: _clear_mode([v.get(k) for v in views]) for k in differing}
+    labels = []
+    for run, view in zip(runs, views, strict=True):
+        full = [f"{short[k]}={view[k]}" for k in differing if k in view]
+        delta = [f"{short[k]}={view[k]}" for k in differing if k in view and view[k] != modes[k]]
+        labels.append(", ".join(delta or full) or run.name)
     return [f"{lab} ({r.name})" if labels.count(lab) > 1 else lab for lab, r in zip(labels, runs, strict=True)]
+
+
+def _clear_mode(values: list[str | None]) -> str | None:
+    """The value shared by more runs than any other, if at least two runs share it; else None."""
+    counts = Counter(values).most_common(2)
+    if counts[0][1] < 2 or (len(counts) > 1 and counts[1][1] == counts[0][1]):
+        return None
+    return counts[0][0]
 
 
 def _drop_redundant(keys: list[str], views: list[dict[str, str]]) -> list[str]:

@@ -39,7 +39,9 @@ def format_float(x: float) -> str:
     mantissa, exp = f"{x:.12e}".split("e")
     mantissa = mantissa.rstrip("0").rstrip(".")
     sci = f"{mantissa}e{int(exp)}"
-    return sci if len(sci) < len(plain) else plain
+    if len(sci) < len(plain) or (len(sci) == len(plain) and 0 < abs(x) < 0.01):  # 1.5e-3, not 0.0015
+        return sci
+    return plain
 
 
 def format_value(value: Any) -> str:

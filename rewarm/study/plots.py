@@ -20,8 +20,9 @@ if TYPE_CHECKING:
 
 log = logging.getLogger(__name__)
 
-# Okabe & Ito (2008), ordered so that neighbours differ in lightness too; yellow last (weak on white).
-PALETTE = ("#0072B2", "#D55E00", "#009E73", "#CC79A7", "#E69F00", "#56B4E9", "#000000", "#F0E442")
+# Okabe & Ito (2008), ordered so that neighbours differ in lightness too; their yellow is left out (it
+# vanishes on white), so past 7 runs line styles and markers change.
+PALETTE = ("#0072B2", "#D55E00", "#009E73", "#CC79A7", "#E69F00", "#56B4E9", "#000000")
 LINESTYLES = ("-", "--", "-.", ":")
 MARKERS = ("o", "s", "^", "D", "v", "P", "X", "*")
 DPI = 120
@@ -143,11 +144,14 @@ def plot_tradeoff(summaries: list[RunSummary], upstream: str, downstream: str, p
     if not pts:
         return None
     fig, ax = _figure(7.0, 5.0)
+    at: dict[tuple[float, float], list[str]] = {}  # runs on the same spot share one annotation "4,5,9"
     for i, s in pts:
         style = run_style(i)
         x, y = s.adaptation[downstream], s.forgetting[upstream]
         ax.scatter([x], [y], color=style["color"], marker=style["marker"], s=45, label=f"{i + 1}: {s.label}", zorder=3)
-        ax.annotate(str(i + 1), (x, y), textcoords="offset points", xytext=(5, 4), fontsize=8)
+        at.setdefault((round(x, 6), round(y, 6)), []).append(str(i + 1))
+    for (x, y), numbers in at.items():
+        ax.annotate(",".join(numbers), (x, y), textcoords="offset points", xytext=(5, 4), fontsize=8)
     ax.axhline(0.0, color="0.5", linewidth=0.8)
     ax.axvline(0.0, color="0.5", linewidth=0.8)
     ax.set_xlabel(f"adaptation on {downstream}: start - final loss (nats/token, higher is better)")

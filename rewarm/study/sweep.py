@@ -189,7 +189,16 @@ def _run_in_process(config_path: str | Path, p: PlannedRun) -> tuple[str | None,
     except Exception as e:  # one failed run must not lose the others; the traceback goes to the log
         log.exception("run %s raised", p.name)
         return f"{type(e).__name__}: {e}", False
+    finally:
+        _finish_wandb()
     return None, False
+
+
+def _finish_wandb() -> None:
+    """End the process's wandb run, else the next in-process run's WandbLogger would log into it."""
+    wandb = sys.modules.get("wandb")
+    if wandb is not None and getattr(wandb, "run", None) is not None:
+        wandb.finish()
 
 
 @contextlib.contextmanager

@@ -68,7 +68,7 @@ def test_registry_and_duration_keys_are_consistent() -> None:
 def test_works_as_an_omegaconf_structured_config() -> None:
     schema = OmegaConf.structured(ScheduleConfig)
     merged = OmegaConf.merge(
-        schema, OmegaConf.from_dotlist(["name=wsd", "cooldown_fraction=0.1", "warmup_tokens=4096"])
+        schema, OmegaConf.from_dotlist(["name=wsd", "cooldown_fraction=0.1", "warmup_tokens=4.096e3"])
     )
     cfg = OmegaConf.to_object(merged)
     assert isinstance(cfg, ScheduleConfig) and cfg.cooldown_fraction == 0.1 and cfg.warmup_tokens == 4096

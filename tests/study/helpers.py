@@ -92,5 +92,3 @@ def write_csv(path: Path, rows: list[dict[str, object]]) -> None:
         w = csv.DictWriter(f, fieldnames=header, restval="")
         w.writeheader()
         w.writerows(rows)
-
-

@@ -63,7 +63,9 @@ def test_plan_places_runs_under_the_sweep_and_adds_the_managed_overrides(tmp_pat
 
 def test_plan_keeps_a_configured_cache_and_lets_the_command_line_win(tmp_path: Path) -> None:
     config = write_config(tmp_path / "c.yaml", tmp_path / "runs", ["data.cache_dir=/shared/cache"])
-    plan = plan_sweep(config, [SweepRun("a", ["trainer.max_steps=5"])], group="g", extra_overrides=["trainer.max_steps=7"])
+    plan = plan_sweep(
+        config, [SweepRun("a", ["trainer.max_steps=5"])], group="g", extra_overrides=["trainer.max_steps=7"]
+    )
     from rewarm.config import load
 
     cfg = load(config, plan[0].overrides)
@@ -150,7 +152,9 @@ def test_sweep_command_refuses_a_bad_sweep_with_status_2(tmp_path: Path, config:
 
 
 def test_study_commands_import_no_lightning() -> None:
-    code = ("import sys, rewarm.study.cli, rewarm.study.sweep, rewarm.study.compare, rewarm.study.report, "
-            "rewarm.study.plots; bad = [m for m in ('lightning', 'torch', 'deepspeed', 'wandb', 'matplotlib') "
-            "if m in sys.modules]; assert not bad, bad")
+    code = (
+        "import sys, rewarm.study.cli, rewarm.study.sweep, rewarm.study.compare, rewarm.study.report, "
+        "rewarm.study.plots; bad = [m for m in ('lightning', 'torch', 'deepspeed', 'wandb', 'matplotlib') "
+        "if m in sys.modules]; assert not bad, bad"
+    )
     subprocess.run([sys.executable, "-c", code], check=True)

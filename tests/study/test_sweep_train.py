@@ -18,8 +18,11 @@ def swept(tiny_world: dict[str, Path], tmp_path_factory: pytest.TempPathFactory)
     root = tmp_path_factory.mktemp("sweep")
     config = root / "empty.yaml"
     config.write_text("{}\n")
-    base = [o for o in tiny_overrides(tiny_world, root / "runs", trainer__max_steps=4, trainer__val_every_steps=2)
-            if not o.startswith(("run.name=", "schedule.max_lr=", "schedule.min_lr="))]
+    base = [
+        o
+        for o in tiny_overrides(tiny_world, root / "runs", trainer__max_steps=4, trainer__val_every_steps=2)
+        if not o.startswith(("run.name=", "schedule.max_lr=", "schedule.min_lr="))
+    ]
     runs = expand_sweep({"grid": {"schedule": [{"max_lr": 1e-3, "min_lr": 1e-4}, {"max_lr": 4e-3, "min_lr": 4e-4}]}})
     dirs = run_sweep(config, runs, group="lr", extra_overrides=base, in_process=True)
     return config, base, dirs
@@ -31,6 +34,12 @@ def test_sweep_trains_every_run_into_the_sweep_directory(swept: tuple[Path, list
     assert all(d.parent == config.parent / "runs" / "lr" for d in dirs)
     assert all(run_state(d) == "finished" for d in dirs)
     assert (config.parent / "runs" / ".cache").is_dir()  # the shared validation cache
+    # in process, each run still gets its own wandb run (not the previous run's, still open)
+    ids = [(d / "wandb_id").read_text().strip() for d in dirs]
+    assert len(set(ids)) == 2
+    assert all(
+        any(p.name.endswith(i) for p in (d / "wandb").glob("offline-run-*")) for d, i in zip(dirs, ids, strict=True)
+    )
 
 
 def test_started_again_the_sweep_skips_its_finished_runs(swept: tuple[Path, list[str], list[Path]]) -> None:
