@@ -3,8 +3,10 @@
 Layout: ``<run_dir>/checkpoints/step00000100/`` holding ``state.ckpt`` (Lightning: model, optimizer, LR
 scheduler, loops, the data pipeline state and RNG states under ``rewarm``; a directory of shards for
 DeepSpeed) and ``manifest.json``, written last. A checkpoint is written under ``.tmp-step…`` and renamed
-into place after its manifest, so a kill at any moment leaves either the old set or the new one; a
-directory without a readable, consistent manifest is never loaded.
+into place after its manifest, so a kill at any moment leaves either the old set or the new one. A
+checkpoint is *valid* when its manifest is readable and complete, every file it lists has the listed size
+and (the deep check, before resuming) every zip archive in it (``torch.save``'s format) passes its CRCs;
+an invalid one is never loaded.
 """
 
 from __future__ import annotations
@@ -45,18 +47,50 @@ def write_manifest(ckpt_dir: Path, info: dict[str, Any]) -> None:
     os.replace(tmp, ckpt_dir / MANIFEST)
 
 
-def read_valid_manifest(ckpt_dir: Path) -> dict[str, Any] | None:
-    """The manifest if the checkpoint is complete: manifest readable and every listed file of that size."""
+def read_valid_manifest(ckpt_dir: Path, *, deep: bool = False) -> dict[str, Any] | None:
+    """The manifest if the checkpoint is valid (see the module docstring), else None. ``deep``: also read
+    every zip archive of the checkpoint and check its CRCs (costs one read of the checkpoint)."""
+    return _check(ckpt_dir, deep)[0]
+
+
+def invalid_reason(ckpt_dir: Path, *, deep: bool = False) -> str | None:
+    """Why the checkpoint is invalid (None: it is valid)."""
+    return _check(ckpt_dir, deep)[1]
+
+
+def _check(ckpt_dir: Path, deep: bool) -> tuple[dict[str, Any] | None, str | None]:
     try:
         manifest = json.loads((ckpt_dir / MANIFEST).read_text())
-        if not manifest.get("complete"):
-            return None
+        if not isinstance(manifest, dict) or not manifest.get("complete") or not manifest.get("files"):
+            return None, f"{MANIFEST} is not complete"
         for rel, size in manifest["files"].items():
-            if (ckpt_dir / rel).stat().st_size != size:
-                return None
-        return manifest
-    except (OSError, ValueError, KeyError, TypeError):
-        return None
+            actual = (ckpt_dir / rel).stat().st_size
+            if actual != size:
+                return None, f"{rel} has {actual} bytes, the manifest says {size}"
+        bad = _bad_archive(ckpt_dir, list(manifest["files"])) if deep else None
+        return (None, bad) if bad else (manifest, None)
+    except FileNotFoundError as e:
+        return None, f"missing {Path(e.filename or '?').name}"
+    except (OSError, ValueError, KeyError, TypeError, AttributeError) as e:
+        return None, f"unreadable {MANIFEST} ({type(e).__name__}: {e})"
+
+
+def _bad_archive(ckpt_dir: Path, files: list[str]) -> str | None:
+    """The first zip archive (torch.save's format) among ``files`` whose CRCs fail, with the failing member."""
+    import zipfile
+
+    for rel in files:
+        path = ckpt_dir / rel
+        if not zipfile.is_zipfile(path):
+            continue
+        try:
+            with zipfile.ZipFile(path) as z:
+                member = z.testzip()
+        except (zipfile.BadZipFile, OSError, EOFError, RuntimeError) as e:
+            return f"{rel} is not a readable archive ({e})"
+        if member is not None:
+            return f"{rel}: CRC check failed for {member}"
+    return None
 
 
 def list_checkpoints(ckpt_root: Path) -> list[Path]:
@@ -67,16 +101,21 @@ def list_checkpoints(ckpt_root: Path) -> list[Path]:
     return sorted(dirs, key=lambda p: int(p.name[4:]), reverse=True)
 
 
-def find_latest_valid(ckpt_root: Path) -> Path | None:
+def find_latest_valid(ckpt_root: Path, *, deep: bool = True) -> Path | None:
+    """The newest valid checkpoint under ``ckpt_root``; each invalid newer one is skipped with a warning
+    naming it and the reason."""
     for d in list_checkpoints(ckpt_root):
-        if read_valid_manifest(d) is not None:
+        reason = invalid_reason(d, deep=deep)
+        if reason is None:
             return d
-        log.warning("skipping checkpoint %s: incomplete or unreadable", d)
+        log.warning("skipping checkpoint %s: %s", d, reason)
     return None
 
 
 def resolve_resume(mode: str, run_dir: Path) -> Path | None:
-    """``auto``: newest valid checkpoint of the run (None: start fresh); ``never``: None; else a path."""
+    """``auto``: newest valid checkpoint of the run (None: start fresh); ``never``: None; else a path: a
+    checkpoint directory, its ``state.ckpt``, or a run directory (its newest valid checkpoint).
+    Raises ResumeError for a path that holds no valid checkpoint."""
     if mode == "never":
         log.info("resume=never: starting fresh")
         return None
@@ -84,21 +123,32 @@ def resolve_resume(mode: str, run_dir: Path) -> Path | None:
         found = find_latest_valid(run_dir / "checkpoints")
         log.info("resume=auto: %s", f"resuming from {found}" if found else "no valid checkpoint, starting fresh")
         return found
+    from rewarm.errors import ResumeError
+
     path = Path(mode)
     if path.name == STATE:
         path = path.parent
-    if read_valid_manifest(path) is None:
-        from rewarm.errors import ResumeError
-
-        raise ResumeError(f"resume={mode}: not a complete rewarm checkpoint directory (no valid {MANIFEST})")
-    log.info("resuming from %s", path)
+    if (path / "checkpoints").is_dir() and not (path / MANIFEST).exists():
+        found = find_latest_valid(path / "checkpoints")
+        if found is None:
+            raise ResumeError(f"resume={mode}: the run directory holds no valid checkpoint")
+        path = found
+    reason = invalid_reason(path, deep=True)
+    if reason is not None:
+        raise ResumeError(f"resume={mode}: not a valid rewarm checkpoint directory ({reason})")
+    log.info("resume=%s: resuming from %s", mode, path)
     return path
 
 
 class Checkpointer:
     """Saves every ``every_steps`` optimizer steps and/or ``every_minutes``; keeps the newest ``keep_last``
-    plus every checkpoint whose step is a multiple of ``keep_every``. Called by the module after each
-    optimizer step (after the metrics row is written, so the saved counters include that step)."""
+    valid checkpoints plus every one whose step is a multiple of ``keep_every``. Called by the module after
+    each optimizer step (after the metrics row is written, so the saved counters include that step).
+
+    ``base_step``: the step this process resumed from (None: a fresh start). At the first save, checkpoints
+    newer than it (all of them after a fresh start) belong to an abandoned history (invalid ones that were
+    skipped, or a rewind with ``resume=PATH`` / ``resume=never``): they move to ``checkpoints/abandoned/``
+    with a warning, so ``resume=auto`` never mixes two histories."""
 
     def __init__(self, root: Path, *, every_steps: int, every_minutes: float, keep_last: int, keep_every: int,
                  info: Callable[[], dict[str, Any]]) -> None:
@@ -108,6 +158,8 @@ class Checkpointer:
         self.info = info
         self._last_time = time.monotonic()
         self.last_saved_step = -1
+        self.base_step: int | None = None
+        self._abandoned_checked = False
 
     def due(self, step: int) -> bool:
         by_steps = self.every_steps > 0 and step % self.every_steps == 0
@@ -115,22 +167,22 @@ class Checkpointer:
         return by_steps or by_time
 
     def save(self, trainer: Any, reason: str) -> Path:
+        """Write the checkpoint of ``trainer.global_step`` (collective: call on every rank)."""
         step = trainer.global_step
         final = self.root / step_dir_name(step)
         if step == self.last_saved_step and final.is_dir():
             return final
         tmp = self.root / (".tmp-" + step_dir_name(step))
         if trainer.is_global_zero:
+            self._set_aside_abandoned(step)
             shutil.rmtree(tmp, ignore_errors=True)
             tmp.mkdir(parents=True)
         trainer.strategy.barrier("rewarm-ckpt-mkdir")
         trainer.save_checkpoint(tmp / STATE)  # collective: every rank takes part (DeepSpeed shards)
         trainer.strategy.barrier("rewarm-ckpt-written")
         if trainer.is_global_zero:
-            write_manifest(tmp, {"step": step, "reason": reason, **self.info()})
-            if final.exists():
-                shutil.rmtree(final)
-            os.replace(tmp, final)
+            write_manifest(tmp, {"step": step, "reason": reason, "time": time.time(), **self.info()})
+            _replace_dir(tmp, final)
             _fsync_dir(self.root)
             self._prune()
             log.info("checkpoint %s saved (%s)", final, reason)
@@ -139,12 +191,53 @@ class Checkpointer:
         self.last_saved_step = step
         return final
 
+    def _set_aside_abandoned(self, step: int) -> None:
+        if self._abandoned_checked:
+            return
+        self._abandoned_checked = True
+        _remove_stale_temporaries(self.root)
+        newest_kept = self.base_step if self.base_step is not None else -1
+        for d in list_checkpoints(self.root):
+            if int(d.name[4:]) > newest_kept:
+                dest = self.root / "abandoned" / d.name
+                shutil.rmtree(dest, ignore_errors=True)
+                dest.parent.mkdir(exist_ok=True)
+                os.replace(d, dest)
+                log.warning("checkpoint %s is not part of this run's history (resumed from %s): moved to %s",
+                            d, "nothing" if self.base_step is None else f"step {self.base_step}", dest)
+
     def _prune(self) -> None:
-        for i, d in enumerate(list_checkpoints(self.root)):
+        """Remove invalid checkpoints, and valid ones beyond ``keep_last`` that are no ``keep_every`` multiple."""
+        valid = 0
+        for d in list_checkpoints(self.root):
             step = int(d.name[4:])
-            keep = i < self.keep_last or (self.keep_every > 0 and step % self.keep_every == 0)
-            if not keep:
+            if read_valid_manifest(d) is None:
                 shutil.rmtree(d, ignore_errors=True)
+                continue
+            valid += 1
+            if valid > self.keep_last and not (self.keep_every > 0 and step % self.keep_every == 0):
+                shutil.rmtree(d, ignore_errors=True)
+
+
+def _replace_dir(src: Path, dest: Path) -> None:
+    """Rename ``src`` to ``dest``; an existing ``dest`` (the same step written again, e.g. after a rewind)
+    is renamed away first and removed after, so ``dest`` is always either old or new, complete."""
+    old = dest.with_name(".old-" + dest.name)
+    if dest.exists():
+        shutil.rmtree(old, ignore_errors=True)
+        os.replace(dest, old)
+    os.replace(src, dest)
+    shutil.rmtree(old, ignore_errors=True)
+
+
+def _remove_stale_temporaries(root: Path) -> None:
+    """``.tmp-*`` / ``.old-*`` left by a process killed while saving (never loaded; rank 0 only)."""
+    if not root.is_dir():
+        return
+    for d in root.iterdir():
+        if d.name.startswith((".tmp-", ".old-")):
+            log.info("removing %s, left by an interrupted checkpoint write", d)
+            shutil.rmtree(d, ignore_errors=True)
 
 
 def _fsync_dir(path: Path) -> None:

@@ -8,7 +8,6 @@ import json
 import sys
 from pathlib import Path
 
-
 from rewarm.config import RunConfig, batch_plan, load
 from rewarm.errors import ConfigError, DataError, ResumeError, key_prefix
 
@@ -88,7 +87,7 @@ def format_plan(cfg: RunConfig) -> str:
     warm = next((ph for ph in plan_phases(cfg.schedule, plan.max_steps, plan.tokens_per_step)
                  if ph.name == "warmup"), None)
     lines.append(f"warmup steps   {warm.end_step - warm.start_step if warm else 0}")
-    lines.append(f"train sources  " + ", ".join(f"{n} (weight {s.weight:g})" for n, s in sorted(cfg.data.train.items())))
+    lines.append("train sources  " + ", ".join(f"{n} (weight {s.weight:g})" for n, s in sorted(cfg.data.train.items())))
     for name, vs in cfg.data.val.items():
         lines.append(f"val set        {name}: {vs.role}, up to {vs.max_tokens:,} tokens")
     lines.append(f"evaluate       at step 0, every {cfg.trainer.val_every_steps} steps and at the end")

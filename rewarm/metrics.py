@@ -64,9 +64,14 @@ class CsvRunLogger(Logger):
     def start(self, resume_step: int | None) -> None:
         """Open for appending. ``resume_step=None``: a fresh run (any old file is replaced)."""
         if resume_step is not None and self.path.is_file():
-            rows = [r for r in read_metrics(self.path) if int(r["step"]) < resume_step]
+            import io
+
             with open(self.path, newline="") as f:
-                header = next(csv.reader(f))
+                text = f.read()
+            text = text[: text.rfind("\n") + 1]  # a last row cut short by a kill is not a row
+            reader = csv.DictReader(io.StringIO(text, newline=""))
+            rows = [r for r in reader if int(r["step"]) < resume_step]
+            header = list(reader.fieldnames or [])
             self.columns = header + [c for c in self.columns if c not in header]
         else:
             rows = []

@@ -172,7 +172,7 @@ class RewarmModule(L.LightningModule):
         if self._grad_norm is not None:
             out["optim/grad_norm"] = float(self._grad_norm)
         total = max(1, self.tokens_seen)
-        for name, n in zip(self.source_names, self.source_tokens):
+        for name, n in zip(self.source_names, self.source_tokens, strict=True):
             out[f"data/{name}/tokens"] = n
             out[f"data/{name}/fraction"] = n / total
         out.update(self.state_metrics(self.data_state))

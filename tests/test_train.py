@@ -14,7 +14,6 @@ from rewarm.cli import main
 from rewarm.metrics import read_metrics
 from tests.conftest import tiny_overrides
 
-
 SECRET = "planted-secret-4f1d2c9e8b7a"
 
 
@@ -162,3 +161,15 @@ def test_no_secret_in_run_directory(trained: Path) -> None:
     for path in trained.rglob("*"):
         if path.is_file():
             assert SECRET.encode() not in path.read_bytes(), path
+
+
+def test_bf16_mixed_with_accumulation_counts_tokens_exactly(tiny_world, tmp_path: Path, empty_config_module) -> None:
+    overrides = tiny_overrides(tiny_world, tmp_path, trainer__precision="bf16-mixed", trainer__max_steps="null",
+                               trainer__max_tokens=256, trainer__global_batch_tokens=64, trainer__val_every_steps=0,
+                               logging__wandb__mode="disabled")
+    assert main(["train", str(empty_config_module), *overrides]) == 0
+    rows = read_metrics(tmp_path / "t" / "metrics.csv")
+    assert [int(r["step"]) for r in rows] == [0, 1, 2, 3, 4]  # 256 tokens / (2 rows x 2 accumulation x 16)
+    assert [int(r["tokens"]) for r in rows] == [0, 64, 128, 192, 256]
+    assert int(rows[-1]["data/tokens_seen"]) == 256
+    assert all(math.isfinite(float(r["train/loss"])) for r in rows[:-1])

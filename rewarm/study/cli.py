@@ -44,7 +44,8 @@ def _sweep_parser() -> argparse.ArgumentParser:
 
 def sweep_main(argv: list[str]) -> int:
     """``rewarm sweep CONFIG SWEEP.yaml [key=value ...] [--dry-run] [--in-process]``. Exit 0 when every run
-    finished, 1 when some failed, 2 on an invalid sweep or config (nothing run)."""
+    finished, 1 when some failed, 2 on an invalid sweep or config (nothing run), 3 (the trainer's
+    PREEMPTED_EXIT_CODE) when a run was preempted: run the same command again to resume."""
     from rewarm.study import sweep
 
     args = _sweep_parser().parse_args(argv)
@@ -70,6 +71,10 @@ def sweep_main(argv: list[str]) -> int:
         )
     except sweep.SweepFailed as e:
         print(f"error: {e}", file=sys.stderr)
+        if e.preempted:  # the trainer's own code, so a wrapper treats a preempted sweep like a preempted run
+            from rewarm.checkpointing import PREEMPTED_EXIT_CODE
+
+            return PREEMPTED_EXIT_CODE
         return 1
     print(f"sweep {group}: {len(dirs)} runs finished under {dirs[0].parent if dirs else '-'}")
     print(f"compare them with: rewarm compare {dirs[0].parent if dirs else '<run dirs>'} --out <dir>")

@@ -26,6 +26,8 @@ PALETTE = ("#0072B2", "#D55E00", "#009E73", "#CC79A7", "#E69F00", "#56B4E9", "#0
 LINESTYLES = ("-", "--", "-.", ":")
 MARKERS = ("o", "s", "^", "D", "v", "P", "X", "*")
 DPI = 120
+SMOOTH_POINTS = 50
+"""A smoothed curve averages over 1/50 of its points."""
 
 
 def run_style(i: int) -> dict[str, Any]:
@@ -36,6 +38,17 @@ def run_style(i: int) -> dict[str, Any]:
         "linestyle": LINESTYLES[(i // n) % len(LINESTYLES)],
         "marker": MARKERS[(i // n) % len(MARKERS)],
     }
+
+
+def moving_average(values: list[float], window: int) -> list[float]:
+    """Trailing mean over the last ``window`` values (fewer at the start), same length as ``values``."""
+    out, total = [], 0.0
+    for i, v in enumerate(values):
+        total += v
+        if i >= window:
+            total -= values[i - window]
+        out.append(total / min(i + 1, window))
+    return out
 
 
 def format_tokens(x: float, _pos: Any = None) -> str:
@@ -114,13 +127,16 @@ def plot_val_loss(runs: list[RunData], val_set: str, role: str | None, path: Pat
 
 
 def plot_series(
-    runs: list[RunData], column: str, ylabel: str, title: str, path: Path, log_y: bool = False
+    runs: list[RunData], column: str, ylabel: str, title: str, path: Path, log_y: bool = False, smooth: bool = False
 ) -> Path | None:
-    """Any metric column against tokens, one line per run (no figure if no run has the column)."""
+    """Any metric column against tokens, one line per run (no figure if no run has the column); ``smooth``:
+    a trailing moving average over 1/SMOOTH_POINTS of each run's points (per-step losses are noisy)."""
     fig, ax = _figure()
     drawn = False
     for i, run in enumerate(runs):
         x, y = run.series(column)
+        if smooth and y:
+            y = moving_average(y, max(1, len(y) // SMOOTH_POINTS))
         if y:
             style = run_style(i) | {"marker": None}
             ax.plot(x, y, label=run.label, linewidth=1.3, **style)
@@ -181,10 +197,11 @@ def write_figures(runs: list[RunData], summaries: list[RunSummary], out_dir: Pat
     train = plot_series(
         runs,
         "train/loss",
-        "training loss (nats/token)",
+        f"training loss (nats/token, moving mean over {100 // SMOOTH_POINTS} % of the logged steps)",
         "training loss",
         out_dir / "train_loss.png",
         log_y=_spans_decades(runs, "train/loss"),
+        smooth=True,
     )
     if train is not None:
         figures["train_loss"] = train

@@ -48,14 +48,19 @@ __all__ = [
 log = logging.getLogger(__name__)
 
 FINISHED_MARKER = "summary.json"
+PREEMPTED = "preempted"
 STATES = ("finished", "partial", "new")
 
 
 class SweepFailed(RuntimeError):
-    """Some runs of a sweep failed. ``failed``: (run name, reason); ``run_dirs``: all runs' directories."""
+    """Some runs of a sweep failed. ``failed``: (run name, reason); ``run_dirs``: all runs' directories;
+    ``stopped``: the sweep stopped before its end; ``preempted``: because a run was preempted (its
+    checkpoint saved: starting the sweep again resumes it)."""
 
-    def __init__(self, failed: list[tuple[str, str]], run_dirs: list[Path], stopped: bool = False) -> None:
-        self.failed, self.run_dirs, self.stopped = failed, run_dirs, stopped
+    def __init__(
+        self, failed: list[tuple[str, str]], run_dirs: list[Path], stopped: bool = False, preempted: bool = False
+    ) -> None:
+        self.failed, self.run_dirs, self.stopped, self.preempted = failed, run_dirs, stopped, preempted
         what = "; ".join(f"{name}: {why}" for name, why in failed)
         super().__init__(
             f"{len(failed)} of {len(run_dirs)} runs failed ({what})" + (" - sweep stopped" if stopped else "")
@@ -132,6 +137,7 @@ def run_sweep(
     """Run the sweep's runs in order; return every run's directory (finished ones included).
 
     Raises ConfigError (before anything runs) on an invalid run, SweepFailed after the sweep if a run failed."""
+    group = sanitize(group)
     plan = plan_sweep(config_path, runs, group=group, extra_overrides=extra_overrides)
     dirs = [p.run_dir for p in plan]
     if plan:
@@ -149,7 +155,7 @@ def run_sweep(
             log.error("[%d/%d] %s failed: %s", i, len(plan), p.name, error)
             failed.append((p.name, error))
             if stop or stop_on_error:
-                raise SweepFailed(failed, dirs, stopped=True)
+                raise SweepFailed(failed, dirs, stopped=True, preempted=error.startswith(PREEMPTED))
     if failed:
         raise SweepFailed(failed, dirs)
     return dirs
@@ -176,7 +182,7 @@ def _run_subprocess(config_path: str | Path, p: PlannedRun) -> tuple[str | None,
     from rewarm.checkpointing import PREEMPTED_EXIT_CODE  # light module: the constant only
 
     if code == PREEMPTED_EXIT_CODE:
-        return f"preempted (exit code {code}): its checkpoint is saved; run the sweep again to resume", True
+        return f"{PREEMPTED} (exit code {code}): its checkpoint is saved; run the sweep again to resume", True
     return (None, False) if code == 0 else (f"exit code {code}", False)
 
 

@@ -12,7 +12,7 @@ import pytest
 from rewarm.study import report
 from rewarm.study.cli import compare_main
 from rewarm.study.compare import compare_runs, label_runs, load_run, load_runs, read_metrics, summarize
-from rewarm.study.plots import PALETTE, plot_val_loss, robust_top, run_style
+from rewarm.study.plots import PALETTE, moving_average, plot_val_loss, robust_top, run_style
 from tests.study.helpers import metrics_rows, write_csv, write_run
 
 PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
@@ -176,6 +176,11 @@ def test_a_far_off_start_does_not_flatten_the_loss_axis(tmp_path: Path, three_ru
     far = write_run(tmp_path / "x", "far", ["model.init=scratch"], rows=rows)
     path = plot_val_loss(load_runs([*three_runs, far]), "prose", "upstream", tmp_path / "prose.png")
     assert path.read_bytes()[:8] == PNG_MAGIC
+
+
+def test_moving_average() -> None:
+    assert moving_average([1.0, 3.0, 5.0, 7.0], 2) == [1.0, 2.0, 4.0, 6.0]
+    assert moving_average([2.0, 4.0], 1) == [2.0, 4.0]
 
 
 def test_run_styles_stay_distinct_past_the_palette() -> None:
