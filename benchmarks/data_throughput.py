@@ -6,15 +6,17 @@ cut into documents), trains a byte-level BPE on part of it, then measures tokens
 * ``tokenizer``: the raw ``tokenizers`` batch encoder (encode_batch_fast, 1000 documents per call) on the same
   texts already in memory, in this process: the limit;
 * ``pipeline``: ``rewarm.data.build_train_loader`` with 1 DataLoader worker (read zstd, parse JSON, tokenize,
-  pack into rows of seq_len + 1) over the same files, until the source ends;
-* ``datasets_map``: the hand-written recipe ``load_dataset("json")`` + ``map(tokenize, batched=True)`` +
-  ``map(group_texts, batched=True)`` (as in transformers' run_clm.py);
+  pack into rows of seq_len + 1) over the same files, until the source ends; timed from its first batch
+  (steady state; the time to the first batch - worker start - is printed separately);
+* ``datasets_map``: the hand-written recipe of transformers' run_clm.py: ``load_dataset("json")`` +
+  ``map(tokenize_function, batched=True)`` + ``map(group_texts, batched=True)`` (input_ids, attention_mask,
+  labels), with an EOS appended to each document so the token counts match;
 
 and peak RSS (this process + its DataLoader worker) of the pipeline over ``--rss-mb`` sizes of input.
 Tokens counted: every token of every document + its EOS (pipeline: rows x (seq_len + 1)).
 
-    .venv/bin/python benchmarks/data_throughput.py            # 50 MB; RSS at 10 MB and 1000 MB
-    .venv/bin/python benchmarks/data_throughput.py --mb 20 --rss-mb 10,200   # quicker
+    .venv/bin/python benchmarks/data_throughput.py                      # 50 MB; RSS at 10 MB and 100 MB
+    .venv/bin/python benchmarks/data_throughput.py --rss-mb 10,1000     # RSS at 10 MB and 1 GB (issue 4)
 
 The last two lines are ``ratio_vs_tokenizer=<x>`` and ``ratio_vs_datasets_map=<x>``.
 """
@@ -120,15 +122,21 @@ def pipeline_cfg(files: list[str], seq_len: int) -> Any:
     return cfg
 
 
-def bench_pipeline(tok: Any, files: list[str], seq_len: int, batch: int = 8) -> tuple[float, int]:
+def bench_pipeline(tok: Any, files: list[str], seq_len: int, batch: int = 8) -> tuple[float, int, float]:
+    """(seconds, tokens) from the first batch on (steady state), and the seconds to the first batch
+    (worker start, first read); the startup is reported separately."""
     from rewarm.data import build_train_loader
 
     loader = build_train_loader(pipeline_cfg(files, seq_len), tok, micro_batch_size=batch, seed=0, rank=0,
                                 world_size=1)
-    t0, n = time.perf_counter(), 0
+    t0, t1, n = time.perf_counter(), None, 0
     for b in loader:
+        if t1 is None:
+            t1 = time.perf_counter()
+            continue
         n += b["input_ids"].numel() + b["input_ids"].shape[0]  # rows x (seq_len + 1)
-    return time.perf_counter() - t0, n
+    assert t1 is not None, "the corpus is smaller than one batch"
+    return time.perf_counter() - t1, n, t1 - t0
 
 
 def bench_datasets_map(tok: Any, files: list[str], seq_len: int) -> tuple[float, int]:
@@ -140,15 +148,19 @@ def bench_datasets_map(tok: Any, files: list[str], seq_len: int) -> tuple[float,
         t0 = time.perf_counter()
         ds = datasets.load_dataset("json", data_files=files, split="train", cache_dir=cache)
 
-        def tokenize(examples: dict) -> dict:
+        def tokenize(examples: dict) -> dict:  # run_clm.py's tokenize_function, plus an EOS per document
             out = tok(examples["text"])
-            out["input_ids"] = [ids + [tok.eos_token_id] for ids in out["input_ids"]]
-            return {"input_ids": out["input_ids"]}
+            for ids, mask in zip(out["input_ids"], out["attention_mask"], strict=True):
+                ids.append(tok.eos_token_id)
+                mask.append(1)
+            return out
 
-        def group_texts(examples: dict) -> dict:
-            ids = list(itertools.chain.from_iterable(examples["input_ids"]))
-            n = len(ids) // block * block
-            return {"input_ids": [ids[i : i + block] for i in range(0, n, block)]}
+        def group_texts(examples: dict) -> dict:  # run_clm.py's group_texts
+            concatenated = {k: list(itertools.chain(*examples[k])) for k in examples.keys()}
+            total = len(concatenated["input_ids"]) // block * block
+            result = {k: [t[i : i + block] for i in range(0, total, block)] for k, t in concatenated.items()}
+            result["labels"] = result["input_ids"].copy()
+            return result
 
         ds = ds.map(tokenize, batched=True, remove_columns=ds.column_names)
         ds = ds.map(group_texts, batched=True)
@@ -156,29 +168,64 @@ def bench_datasets_map(tok: Any, files: list[str], seq_len: int) -> tuple[float,
         return time.perf_counter() - t0, n
 
 
-def rss_child(files: list[str], work: Path, seq_len: int) -> None:
-    """Run the pipeline over files, print the peak RSS (MB) of this process + its workers, sampled."""
-    import psutil
+class Sampler:
+    """Samples this process and its descendants (DataLoader workers, forkserver) every 50 ms: peak RSS (MB)
+    and CPU seconds (user + system, last value seen per process) used inside the ``with`` block."""
 
-    tok = make_tokenizer(work, 8192)
-    peak, stop = [0.0], threading.Event()
+    def __init__(self) -> None:
+        import psutil
 
-    def sample() -> None:
-        me = psutil.Process()
-        while not stop.is_set():
+        self.me, self.peak_mb, self._stop = psutil.Process(), 0.0, threading.Event()
+        self._cpu0 = self._cpu_now()
+        self._cpu_last = dict(self._cpu0)
+
+    def _cpu_now(self) -> dict[int, float]:
+        import psutil
+
+        out = {}
+        for p in [self.me, *self.me.children(recursive=True)]:
             try:
-                rss = me.memory_info().rss + sum(c.memory_info().rss for c in me.children(recursive=True))
+                t = p.cpu_times()
+                out[p.pid] = t.user + t.system
             except psutil.Error:
-                rss = 0
-            peak[0] = max(peak[0], rss / 1e6)
+                pass
+        return out
+
+    def _sample(self) -> None:
+        import psutil
+
+        while not self._stop.is_set():
+            rss = 0
+            for p in [self.me, *self.me.children(recursive=True)]:
+                try:
+                    rss += p.memory_info().rss
+                except psutil.Error:
+                    pass
+            self.peak_mb = max(self.peak_mb, rss / 1e6)
+            self._cpu_last.update(self._cpu_now())
             time.sleep(0.05)
 
-    thread = threading.Thread(target=sample, daemon=True)
-    thread.start()
-    seconds, tokens = bench_pipeline(tok, files, seq_len)
-    stop.set()
-    thread.join()
-    print(json.dumps({"peak_rss_mb": peak[0], "tokens": tokens, "seconds": seconds}))
+    def __enter__(self) -> Sampler:
+        self._thread = threading.Thread(target=self._sample, daemon=True)
+        self._thread.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self._stop.set()
+        self._thread.join()
+        self._cpu_last.update(self._cpu_now())
+
+    @property
+    def cpu_seconds(self) -> float:
+        return sum(v - self._cpu0.get(pid, 0.0) for pid, v in self._cpu_last.items())
+
+
+def rss_child(files: list[str], work: Path, seq_len: int) -> None:
+    """Run the pipeline over files, print the peak RSS (MB) of this process + its workers."""
+    tok = make_tokenizer(work, 8192)
+    with Sampler() as sampler:
+        seconds, tokens, _ = bench_pipeline(tok, files, seq_len)
+    print(json.dumps({"peak_rss_mb": sampler.peak_mb, "tokens": tokens, "seconds": seconds}))
 
 
 def measure_rss(work: Path, mb: float, seq_len: int) -> dict:
@@ -191,7 +238,8 @@ def measure_rss(work: Path, mb: float, seq_len: int) -> dict:
 def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--mb", type=float, default=50, help="MB of jsonl.zst for the throughput runs")
-    p.add_argument("--rss-mb", default="10,1000", help="comma-separated MB of jsonl.zst input for the RSS runs")
+    p.add_argument("--rss-mb", default="10,100",
+                   help="comma-separated MB of jsonl.zst input for the RSS runs (issue 4: 10,1000; slow on 2 cores)")
     p.add_argument("--seq-len", type=int, default=2048)
     p.add_argument("--vocab", type=int, default=8192)
     p.add_argument("--work", default=os.path.join(tempfile.gettempdir(), "rewarm-bench"), help="corpus cache")
@@ -207,13 +255,18 @@ def main(argv: list[str] | None = None) -> int:
     print(f"corpus: {len(files)} jsonl.zst files, {size:.1f} MB; vocab {args.vocab}; seq_len {args.seq_len}; "
           f"cpus {os.cpu_count()}")
     texts = read_texts(files)
-    results = {}
+    results: dict[str, float] = {}
+    per_cpu: dict[str, float] = {}
+    print(f"load average before: {os.getloadavg()[0]:.1f}")
     for name, fn in (("tokenizer", lambda: bench_tokenizer(tok, texts)),
                      ("pipeline", lambda: bench_pipeline(tok, files, args.seq_len)),
                      ("datasets_map", lambda: bench_datasets_map(tok, files, args.seq_len))):
-        seconds, tokens = fn()
-        results[name] = tokens / seconds
-        print(f"{name:13s} {tokens / 1e6:8.2f} M tokens in {seconds:7.2f} s = {tokens / seconds / 1e6:6.3f} M tok/s")
+        with Sampler() as sampler:
+            seconds, tokens, *startup = fn()
+        results[name], per_cpu[name] = tokens / seconds, tokens / sampler.cpu_seconds
+        extra = f" (after {startup[0]:.1f} s to the first batch)" if startup else ""
+        print(f"{name:13s} {tokens / 1e6:8.2f} M tokens in {seconds:7.2f} s = {tokens / seconds / 1e6:6.3f} M tok/s; "
+              f"{tokens / sampler.cpu_seconds / 1e6:6.3f} M tok per CPU-s{extra}")
     rss = {mb: measure_rss(work, float(mb), args.seq_len) for mb in args.rss_mb.split(",") if mb}
     for mb, r in rss.items():
         print(f"peak RSS, {mb} MB of jsonl.zst input: {r['peak_rss_mb']:.0f} MB "
@@ -221,6 +274,9 @@ def main(argv: list[str] | None = None) -> int:
     if len(rss) >= 2:
         values = [r["peak_rss_mb"] for r in rss.values()]
         print(f"rss_growth_mb={values[-1] - values[0]:.0f}")
+    print(f"load average after: {os.getloadavg()[0]:.1f}")
+    print(f"cpu_efficiency_vs_tokenizer={per_cpu['pipeline'] / per_cpu['tokenizer']:.3f}")
+    print(f"cpu_efficiency_vs_datasets_map={per_cpu['pipeline'] / per_cpu['datasets_map']:.3f}")
     print(f"ratio_vs_tokenizer={results['pipeline'] / results['tokenizer']:.3f}")
     print(f"ratio_vs_datasets_map={results['pipeline'] / results['datasets_map']:.3f}")
     return 0

@@ -77,6 +77,7 @@ def main(argv: list[str] | None = None) -> float:
     C.add_common_args(p)
     p.add_argument("--rounds", type=int, default=6, help="rewarm/bare pairs, alternated")
     args = p.parse_args(argv)
+    C.set_threads(args.threads)
     C.quiet_logs()
     s = sizes(args)
     model, rows = prepare(args.cache, s)

@@ -99,6 +99,7 @@ def main(argv: list[str] | None = None) -> float:
     p.add_argument("--rounds", type=int, default=6, help="resumed/fresh pairs, alternated")
     p.add_argument("--docs", type=int, default=1_000_000, help="documents in the stream (one shard)")
     args = p.parse_args(argv)
+    C.set_threads(args.threads)
     C.quiet_logs()
     s = sizes(args)
     data, tok, shard = prepare(args.cache, s)

@@ -116,13 +116,14 @@ def main(argv: list[str] | None = None) -> float:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     C.add_common_args(p)
     p.add_argument("--rounds", type=int, default=4, help="rewarm/bare pairs, alternated")
-    p.add_argument("--steps", type=int, default=10, help="timed steps per round (after 3 warm-up steps)")
+    p.add_argument("--steps", type=int, default=8, help="timed steps per round (after 3 warm-up steps)")
     p.add_argument("--workers", type=int, default=1, help="data.num_workers of the rewarm run (default: the config's 1)")
     args = p.parse_args(argv)
+    C.set_threads(args.threads)
     import torch
 
     C.quiet_logs(lightning=True)
-    threads = torch.get_num_threads()
+    threads = args.threads
     s = sizes(args)
     model, data = prepare(args.cache, s)
     batches = take_batches(model, data, s, s["warmup"] + s["steps"])

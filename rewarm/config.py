@@ -110,6 +110,7 @@ class TrainerConfig:
     devices: int = 1
     """Processes (GPUs) per node."""
     num_nodes: int = 1
+    """Nodes (SLURM: --nodes); world size = devices x num_nodes."""
     strategy: str = "auto"
     """auto | ddp | deepspeed | fsdp."""
     grad_clip: float = 1.0
@@ -144,6 +145,7 @@ class OptimizerConfig:
     betas: list[float] = field(default_factory=lambda: [0.9, 0.95])
     """AdamW betas (Gupta et al.: 0.9, 0.95)."""
     eps: float = 1e-8
+    """AdamW epsilon."""
     weight_decay: float = 0.1
     """Decoupled weight decay; never applied to biases and norm weights."""
     fused: bool | None = None
@@ -195,9 +197,13 @@ class WandbConfig:
     mode: str = "offline"
     """offline (default, no network) | online | disabled."""
     project: str = "rewarm"
+    """wandb project."""
     entity: str | None = None
+    """wandb entity (team or user); default: yours."""
     group: str | None = None
+    """wandb group (a sweep's runs share one)."""
     tags: list[str] = field(default_factory=list)
+    """wandb tags."""
     name: str | None = None
     """Display name; default: run.name."""
 
@@ -211,6 +217,7 @@ class LoggingConfig:
     progress: str = "auto"
     """auto (a bar in a terminal, plain lines otherwise) | bar | lines | off."""
     level: str = "INFO"
+    """Log level of rewarm's own messages (DEBUG, INFO, WARNING)."""
 
     def validate(self) -> None:
         _choice("progress", self.progress, ("auto", "bar", "lines", "off"))

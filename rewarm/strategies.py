@@ -224,7 +224,7 @@ class FSDP2Strategy(ModelParallelStrategy):
 
     def setup(self, trainer: Any) -> None:
         from lightning.pytorch.trainer.states import TrainerFn
-        from lightning.pytorch.utilities.optimizer import _optimizers_to_device
+        from lightning.fabric.utilities.optimizer import _optimizers_to_device
 
         assert self.model is not None and self.accelerator is not None and self.lightning_module is not None
         self.accelerator.setup(trainer)

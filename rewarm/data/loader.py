@@ -9,6 +9,7 @@ stream, so ``batch["data_state"]`` is exact even though workers run ahead (prefe
 
 from __future__ import annotations
 
+import contextlib
 import copy
 import hashlib
 import json
@@ -24,7 +25,7 @@ import torch
 from rewarm.data.config import DataConfig
 from rewarm.data.mixing import BatchMaker, Plan, SubSource
 from rewarm.data.packing import SourceExhausted
-from rewarm.data.sources import expand_paths, is_remote
+from rewarm.data.sources import expand_paths, file_signature, is_remote
 from rewarm.errors import ResumeError
 
 logger = logging.getLogger(__name__)
@@ -74,8 +75,10 @@ def backend_of(cfg: DataConfig, hf_dataset: str | None, files: tuple[str, ...]) 
 
 
 def data_fingerprint(cfg: DataConfig, tokenizer: Any, files: list[str]) -> str:
-    """What the token stream depends on: train sources, files, seq_len, masking, policies, tokenizer."""
-    payload = {"train": {n: asdict(s) for n, s in sorted(cfg.train.items())}, "files": files,
+    """What the token stream depends on: the train sources (without their directories, so data moved to
+    another mount still resumes), each file's name and size, seq_len, masking, policies, the tokenizer."""
+    train = {n: {k: v for k, v in asdict(s).items() if k not in ("paths", "root")} for n, s in sorted(cfg.train.items())}
+    payload = {"train": train, "files": [(os.path.basename(f), file_signature(f)[1]) for f in files],
                "seq_len": cfg.seq_len, "document_mask": cfg.document_mask, "on_source_end": cfg.on_source_end,
                "on_bad_record": cfg.on_bad_record, "mix_unit": cfg.mix_schedule_unit, "reader": cfg.reader,
                "tokenizer": tokenizer_hash(tokenizer)}
@@ -88,7 +91,7 @@ class TrainLoader:
     def __init__(self, cfg: DataConfig, tokenizer: Any, plan: Plan) -> None:
         self.cfg, self.tokenizer, self.plan = cfg, tokenizer, plan
         self.source_names: list[str] = list(plan.source_names)
-        files = sorted({f for s in plan.subs for f in s.files})
+        files = list(dict.fromkeys(f for s in plan.subs for f in s.files))  # in source order
         self._fingerprint = data_fingerprint(cfg, tokenizer, files)
         self._batches = 0
         self._streams: list[dict[str, Any]] = [{"batches": 0, "subs": {}} for _ in range(plan.streams_per_rank)]
@@ -133,10 +136,13 @@ class TrainLoader:
 
     def _iter_workers(self) -> Iterator[dict[str, Any]]:
         dataset = _WorkerDataset(self.plan, _backend(self.tokenizer), self._batches, copy.deepcopy(self._streams))
+        ctx = _start_method(self.cfg)
         loader = torch.utils.data.DataLoader(dataset, batch_size=None, num_workers=self.cfg.num_workers,
-                                             multiprocessing_context=_start_method(self.cfg),
-                                             worker_init_fn=_worker_init, prefetch_factor=2)
-        yield from loader
+                                             multiprocessing_context=ctx, worker_init_fn=_worker_init,
+                                             prefetch_factor=2)
+        with _single_threaded_fork(ctx.get_start_method() == "fork"):
+            iterator = iter(loader)  # workers start here
+        yield from iterator
 
 
 def check_compatible(state: dict[str, Any], fingerprint: str, layout: dict[str, int], rank: int) -> None:
@@ -202,6 +208,23 @@ def _start_method(cfg: DataConfig) -> Any:
     if method == "forkserver":
         ctx.set_forkserver_preload([__name__])
     return ctx
+
+
+@contextlib.contextmanager
+def _single_threaded_fork(active: bool) -> Iterator[None]:
+    """While forking workers, TOKENIZERS_PARALLELISM=false: forked children tokenize single-threaded
+    (tokenizers would force it after its threads ran anyway, with a warning per worker)."""
+    old = os.environ.get("TOKENIZERS_PARALLELISM")
+    if active:
+        os.environ["TOKENIZERS_PARALLELISM"] = "false"
+    try:
+        yield
+    finally:
+        if active:
+            if old is None:
+                os.environ.pop("TOKENIZERS_PARALLELISM", None)
+            else:
+                os.environ["TOKENIZERS_PARALLELISM"] = old
 
 
 def _worker_init(worker_id: int) -> None:

@@ -17,6 +17,7 @@ from typing import Any
 
 import numpy as np
 
+from rewarm.data.prefetch import Prefetcher
 from rewarm.data.sources import Doc, RecordReader
 from rewarm.errors import DataError
 
@@ -97,7 +98,9 @@ class SubStream:
         self.row_len, self.batch_docs = seq_len + 1, batch_docs
         self.cursor = dict(state or initial_cursor())
         self._skip_tokens = self.cursor["token"]  # tokens of the first document already used before a restore
-        self._chunks = self._chunk_iter(self.cursor)
+        # Reading + tokenizing runs one chunk ahead in a thread (the tokenizer releases the GIL); the thread
+        # holds the ChunkReader only, so a dropped SubStream stops it.
+        self._chunks = Prefetcher(ChunkReader(spec, tokenizer, eos_id, batch_docs).chunks(self.cursor))
         self._chunk: Chunk | None = None
         self._pos = 0  # token offset in the current chunk
 
@@ -140,9 +143,14 @@ class SubStream:
         return {"epoch": c.epoch, "unit": c.unit, "record": c.records[d],
                 "token": self._pos - int(c.starts[d]), "skipped": int(c.skipped[d]), "rows": rows}
 
-    # ------------------------------------------------------------------ reading
 
-    def _chunk_iter(self, cursor: dict[str, int]) -> Iterator[Chunk]:
+class ChunkReader:
+    """Reads the units of a sub-stream from a cursor on and tokenizes them into Chunks."""
+
+    def __init__(self, spec: SubStreamSpec, tokenizer: Any, eos_id: int, batch_docs: int) -> None:
+        self.spec, self.tokenizer, self.eos_id, self.batch_docs = spec, tokenizer, eos_id, batch_docs
+
+    def chunks(self, cursor: dict[str, Any]) -> Iterator[Chunk]:
         """Chunks from the cursor on: passes over the units, a unit's documents in record order."""
         epoch, unit, record, skipped = cursor["epoch"], cursor["unit"], cursor["record"], cursor["skipped"]
         while True:

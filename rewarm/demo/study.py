@@ -84,22 +84,21 @@ def upstream_source(corpus: CorpusPaths, weight: float) -> list[str]:
 def plan_study(base_peak_lr: float, corpus: CorpusPaths, recipe: StudyRecipe = StudyRecipe()) -> StudyPlan:
     """Name and override every run of the study; the base's peak LR P sets all learning rates."""
     main = cosine(base_peak_lr, recipe.warmup_fraction)
-    r = recipe.replay_fraction
-    runs: dict[str, list[str]] = {"constant": ["schedule.name=constant", f"schedule.max_lr={0.1 * base_peak_lr:.6g}",
-                                               f"schedule.min_lr={0.1 * base_peak_lr:.6g}", "schedule.warmup_fraction=0"]}
+    r, twin = recipe.replay_fraction, f"{MAIN}-seed{recipe.noise_seed}"
+    runs: dict[str, list[str]] = {MAIN: main, twin: [*main, f"run.seed={recipe.noise_seed}"]}  # the noise first
+    runs["constant"] = ["schedule.name=constant", f"schedule.max_lr={0.1 * base_peak_lr:.6g}",
+                        f"schedule.min_lr={0.1 * base_peak_lr:.6g}", "schedule.warmup_fraction=0"]
     lr_runs = []
     for factor in recipe.lr_factors:
         name = f"rewarm-{factor:g}x"
-        runs[name] = cosine(factor * base_peak_lr, recipe.warmup_fraction)
+        runs.setdefault(name, cosine(factor * base_peak_lr, recipe.warmup_fraction))
         lr_runs.append((factor * base_peak_lr, name))
-    if MAIN not in runs:
+    if MAIN not in [name for _, name in lr_runs]:
         raise ValueError(f"lr_factors must include 1 (the main run {MAIN}), got {recipe.lr_factors}")
     runs["warmup-0"] = cosine(base_peak_lr, 0.0)
     runs["replay-5pct"] = [*main, *upstream_source(corpus, r), f"data.train.slimpajama.weight={1 - r:g}"]
-    runs["scratch"] = [*main, "model.init=scratch"]
     runs["upstream-rewarm"] = [*main, *upstream_source(corpus, 1.0), "data.train.slimpajama.weight=0"]
-    twin = f"{MAIN}-seed{recipe.noise_seed}"
-    runs[twin] = [*main, f"run.seed={recipe.noise_seed}"]
+    runs["scratch"] = [*main, "model.init=scratch"]
     return StudyPlan(runs, lr_runs, seed_twin=twin)
 
 

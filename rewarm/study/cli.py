@@ -33,7 +33,9 @@ def _sweep_parser() -> argparse.ArgumentParser:
     )
     p.add_argument("--dry-run", action="store_true", help="print the runs, their state and overrides; run nothing")
     p.add_argument(
-        "--in-process", action="store_true", help="train in this process (faster start; a crash ends the sweep)"
+        "--in-process",
+        action="store_true",
+        help="train in this process: saves importing Lightning for every run; a hard crash ends the sweep",
     )
     p.add_argument("--group", help="sweep name (wandb group, sub-directory); default: the sweep's name: or file name")
     p.add_argument(
@@ -48,7 +50,7 @@ def sweep_main(argv: list[str]) -> int:
     PREEMPTED_EXIT_CODE) when a run was preempted: run the same command again to resume."""
     from rewarm.study import sweep
 
-    args = _sweep_parser().parse_args(argv)
+    args = _sweep_parser().parse_intermixed_args(argv)  # options may follow key=value
     _setup_logging()
     try:
         spec = sweep.read_sweep(args.sweep)
@@ -101,7 +103,7 @@ def _compare_parser() -> argparse.ArgumentParser:
         action="append",
         default=[],
         metavar="RUN=LABEL",
-        help="label a run by its directory name instead of by its distinguishing config keys",
+        help="legend label for the run in directory RUN (default: its distinguishing config keys)",
     )
     return p
 

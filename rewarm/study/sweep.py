@@ -27,6 +27,7 @@ from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
+from rewarm.errors import ConfigError
 from rewarm.study.keys import sanitize
 from rewarm.study.spec import SweepRun, SweepSpec, expand_sweep, load_sweep, override_line, read_sweep, sweep_group
 
@@ -43,6 +44,8 @@ __all__ = [
     "run_state",
     "run_sweep",
     "override_line",
+    "overrides_lines",
+    "train_command",
 ]
 
 log = logging.getLogger(__name__)
@@ -93,7 +96,6 @@ def plan_sweep(
 
     Raises ConfigError with the run's name in front of the key."""
     from rewarm.config import load
-    from rewarm.errors import ConfigError
 
     group = sanitize(group)
     planned = []
@@ -175,14 +177,14 @@ def _run_subprocess(config_path: str | Path, p: PlannedRun) -> tuple[str | None,
         except KeyboardInterrupt:  # the terminal sent SIGINT to the run too: let it save its checkpoint
             _wait_or_kill(proc, timeout_s=300)
             raise
-    if received:
-        return f"the sweep received {received[0].name}; forwarded to the run (exit code {code})", True
-    if code < 0:
-        return f"killed by {signal.Signals(-code).name}", True
     from rewarm.checkpointing import PREEMPTED_EXIT_CODE  # light module: the constant only
 
+    if received:  # the job is going away (e.g. SLURM's warning): stop, whatever the run made of it
+        return f"{PREEMPTED}: the sweep received {received[0].name} and passed it on (run's exit code {code})", True
     if code == PREEMPTED_EXIT_CODE:
         return f"{PREEMPTED} (exit code {code}): its checkpoint is saved; run the sweep again to resume", True
+    if code < 0:
+        return f"killed by {signal.Signals(-code).name}", True
     return (None, False) if code == 0 else (f"exit code {code}", False)
 
 
@@ -243,6 +245,12 @@ def write_manifest(plan: Sequence[PlannedRun], path: Path, config_path: str | Pa
     runs = [{"name": p.name, "run_dir": str(p.run_dir), "overrides": p.overrides} for p in plan]
     doc = {"group": group, "config": str(config_path), "runs": runs}
     path.write_text(json.dumps(doc, indent=2) + "\n")
+
+
+def overrides_lines(plan: Sequence[PlannedRun], pending_only: bool = False) -> list[str]:
+    """One shell-quoted line of ``rewarm train`` overrides per run: the overrides file of a SLURM job array
+    (task i runs line i). ``pending_only`` leaves out finished runs."""
+    return [override_line(p.overrides) for p in plan if not (pending_only and p.state == "finished")]
 
 
 def format_plan(plan: Sequence[PlannedRun], config_path: str | Path) -> str:

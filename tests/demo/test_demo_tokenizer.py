@@ -15,7 +15,7 @@ from rewarm.demo.tokenizer import build_tokenizer, padded_vocab_size
 
 def test_special_tokens_like_gpt_neox(small_tokenizer: Path) -> None:
     tok = AutoTokenizer.from_pretrained(str(small_tokenizer))
-    assert len(tok) == 600
+    assert len(tok) == 512
     assert tok.convert_tokens_to_ids("<|endoftext|>") == 0 == tok.eos_token_id == tok.bos_token_id
     assert tok.pad_token_id == 1
     assert tok("a<|endoftext|>b")["input_ids"][1] == 0  # the special token is never split
@@ -45,13 +45,13 @@ def test_trained_on_upstream_compresses_it_better(small_tokenizer: Path, small_c
 
 def test_stamp_reuses_and_retrains(small_tokenizer: Path, small_corpus: CorpusPaths, tmp_path: Path) -> None:
     files = sorted((small_corpus.root / "pile" / "train").glob("*.jsonl.zst"))
-    out = build_tokenizer(files, tmp_path / "tok", vocab_size=600)
+    out = build_tokenizer(files, tmp_path / "tok", vocab_size=512)
     assert (out / "tokenizer.json").read_text() == (small_tokenizer / "tokenizer.json").read_text()  # deterministic
     mtime = (out / "tokenizer.json").stat().st_mtime_ns
-    build_tokenizer(files, out, vocab_size=600)
+    build_tokenizer(files, out, vocab_size=512)
     assert (out / "tokenizer.json").stat().st_mtime_ns == mtime
-    build_tokenizer(files, out, vocab_size=700)
-    assert len(json.loads((out / "tokenizer.json").read_text())["model"]["vocab"]) == 700
+    build_tokenizer(files, out, vocab_size=640)
+    assert len(json.loads((out / "tokenizer.json").read_text())["model"]["vocab"]) == 640
 
 
 def test_padded_vocab_size_like_pythia() -> None:

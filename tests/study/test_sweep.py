@@ -89,6 +89,17 @@ def test_finished_runs_are_skipped_and_the_others_resumed_or_started(tmp_path: P
     assert "(partial: resume)" in sweep.format_plan(plan, config)
 
 
+def test_overrides_lines_round_trip_through_the_shell(tmp_path: Path, config: Path) -> None:
+    import shlex
+
+    write_run(tmp_path / "runs" / "g", "done")
+    runs = [SweepRun("done"), SweepRun("odd", ["logging.wandb.tags=[a b, c]"])]
+    plan = plan_sweep(config, runs, group="g")
+    lines = sweep.overrides_lines(plan)
+    assert [shlex.split(line) for line in lines] == [p.overrides for p in plan]
+    assert sweep.overrides_lines(plan, pending_only=True) == lines[1:]
+
+
 def test_a_sweep_of_finished_runs_runs_nothing(tmp_path: Path, config: Path) -> None:
     group_dir = tmp_path / "runs" / "g"
     dirs = [write_run(group_dir, n) for n in ("a", "b")]

@@ -1,0 +1,74 @@
+"""The whole demo pipeline at a tiny size: corpora -> tokenizer -> base (with revisions) -> 9 runs -> report."""
+
+from __future__ import annotations
+
+import json
+import math
+from pathlib import Path
+
+import pytest
+
+from rewarm.demo.base import revisions
+from rewarm.demo.cli import DEFAULT_CONFIG
+from rewarm.demo.pipeline import DemoPreset, run_demo
+from rewarm.demo.study import MAIN
+from rewarm.demo.table import format_findings, format_table
+
+
+@pytest.fixture(scope="module")
+def demo(demo_cache: Path, small_tokenizer: Path, tiny: DemoPreset, tmp_path_factory: pytest.TempPathFactory):
+    out = tmp_path_factory.mktemp("demo-out")
+    return run_demo(DEFAULT_CONFIG, out, demo_cache, tiny, wandb_mode="disabled"), out
+
+
+def test_base_model_keeps_revisions(demo, tiny: DemoPreset) -> None:
+    result, _ = demo
+    every, steps = tiny.base.revision_every, tiny.base.steps
+    assert revisions(result.base_run) == [f"step{s}" for s in range(every, steps + 1, every)]
+    assert (result.base_run / "hf" / "model.safetensors").is_file()
+    assert json.loads((result.base_run / "summary.json").read_text())["step"] == steps
+
+
+def test_every_study_run_finished_from_the_base(demo, tiny: DemoPreset) -> None:
+    result, out = demo
+    assert list(result.run_dirs) == list(result.plan.runs)
+    for name, run_dir in result.run_dirs.items():
+        assert run_dir == out / tiny.group / name
+        summary = json.loads((run_dir / "summary.json").read_text())
+        assert summary["finished"] and summary["step"] == tiny.study.steps
+    starts = {name: result.numbers.curves[name]["pile"].start for name in result.run_dirs}
+    # every run but scratch starts from the same base model: same step-0 validation loss
+    assert len({round(v, 9) for n, v in starts.items() if n != "scratch"}) == 1
+    assert starts["scratch"] != starts[MAIN]
+
+
+def test_report_has_table_figures_and_computed_findings(demo) -> None:
+    result, out = demo
+    assert result.report == out / "report" / "report.md"
+    text = result.report.read_text()
+    assert "Findings of the papers reproduced by this run" in text and "Seed noise" in text
+    assert all(name in text for name in result.run_dirs)
+    assert list((out / "report").rglob("*.png"))
+    assert len(result.findings) == 6 and all(f.evidence for f in result.findings)
+    assert math.isfinite(result.numbers.seed_noise)
+
+
+def test_printed_table_and_findings(demo) -> None:
+    result, _ = demo
+    table = format_table(result)
+    lines = table.splitlines()
+    assert len(lines) == 3 + len(result.run_dirs)
+    main = next(line for line in lines if line.startswith(MAIN + " "))
+    curve = result.numbers.curves[MAIN]["slimpajama"]
+    assert f"{curve.final:6.3f} ({math.exp(curve.final):8.1f})" in main
+    assert f"of {len(result.findings)} findings" in format_findings(result)
+
+
+def test_second_call_reuses_cache_and_finished_runs(demo, demo_cache: Path, tiny: DemoPreset) -> None:
+    result, out = demo
+    summaries = {n: (d / "summary.json").stat().st_mtime_ns for n, d in result.run_dirs.items()}
+    base_mtime = (result.base_run / "hf" / "model.safetensors").stat().st_mtime_ns
+    again = run_demo(DEFAULT_CONFIG, out, demo_cache, tiny, wandb_mode="disabled")
+    assert {n: (d / "summary.json").stat().st_mtime_ns for n, d in again.run_dirs.items()} == summaries
+    assert (again.base_run / "hf" / "model.safetensors").stat().st_mtime_ns == base_mtime
+    assert [f.reproduced for f in again.findings] == [f.reproduced for f in result.findings]
