@@ -65,8 +65,8 @@ def deep_state(data: Any, tok: Any, s: dict[str, int], path: Path, fraction: flo
             return state
     t0 = time.perf_counter()
     target, state, n = int(fraction * s["docs"]), None, 0
-    for n, b in enumerate(fresh, 1):
-        state = b["data_state"]
+    for b in fresh:
+        state, n = b["data_state"], n + 1
         if _records_done(state) >= target:
             break
     assert state is not None

@@ -175,7 +175,11 @@ class RewarmModule(L.LightningModule):
         for name, n in zip(self.source_names, self.source_tokens, strict=True):
             out[f"data/{name}/tokens"] = n
             out[f"data/{name}/fraction"] = n / total
-        out.update(self.state_metrics(self.data_state))
+        if self.data_state is not None:  # pipeline counters of this rank's state: sum skips over ranks
+            data = self.state_metrics(self.data_state)
+            skipped = torch.tensor(data.get("data/skipped_records", 0.0), dtype=torch.float64, device=self.device)
+            out["data/skipped_records"] = self._all_reduce(skipped).item()
+            out.update({k: v for k, v in data.items() if k.endswith("/passes")})
         out.update(self._perf_metrics())
         return out
 

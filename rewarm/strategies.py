@@ -22,6 +22,7 @@ import copy
 import json
 import logging
 import math
+import warnings
 from collections.abc import Iterable
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -98,16 +99,20 @@ def read_deepspeed_file(path: str) -> dict[str, Any]:
     return data
 
 
-def merge_deepspeed_config(base: dict[str, Any], user: dict[str, Any]) -> dict[str, Any]:
+def merge_deepspeed_config(base: dict[str, Any], user: dict[str, Any], batch: dict[str, int] | None = None,
+                           ) -> dict[str, Any]:
     """``user`` merged recursively onto ``base``. Refuses what our config owns, unless equal to the generated
-    value ("auto" is accepted and dropped): the optimizer, the scheduler, batch sizes, clipping, precision."""
+    value ("auto" is accepted and dropped): the optimizer, the scheduler, batch sizes, clipping, precision.
+    ``batch``: ``gradient_accumulation_steps`` and ``train_batch_size`` of the run (Lightning sets the first;
+    DeepSpeed derives the second), checked and then dropped from the merged config."""
     for key, why in REFUSED_SECTIONS.items():
         if key in user:
             raise ConfigError("deepspeed.config_file", f"remove {key!r} from the JSON: {why}")
+    expected = {**(batch or {}), **base}
     for key, owner in OWNED_KEYS.items():
-        if key in user and user[key] != "auto" and user[key] != base.get(key, user[key]):
+        if key in user and user[key] != "auto" and user[key] != expected.get(key):
             raise ConfigError("deepspeed.config_file", f"{key}={user[key]!r} disagrees with {owner} "
-                              f"(generated: {base.get(key)!r}); set {owner} instead or drop the key")
+                              f"(from the config: {expected.get(key)!r}); set {owner} instead or drop the key")
     for key in ("bf16", "fp16"):
         enabled = user.get(key, {}).get("enabled", base[key]["enabled"])
         if enabled not in ("auto", base[key]["enabled"]):
@@ -137,7 +142,8 @@ def full_deepspeed_config(t: TrainerConfig, plan: BatchPlan) -> dict[str, Any]:
     """Generated config, with ``trainer.deepspeed.config_file`` merged on top when given."""
     base = deepspeed_config(t, plan)
     if t.deepspeed.config_file:
-        return merge_deepspeed_config(base, read_deepspeed_file(t.deepspeed.config_file))
+        batch = {"gradient_accumulation_steps": plan.grad_accum_steps, "train_batch_size": plan.rows_per_step}
+        return merge_deepspeed_config(base, read_deepspeed_file(t.deepspeed.config_file), batch)
     return base
 
 
@@ -147,6 +153,9 @@ def build_strategy(t: TrainerConfig, plan: BatchPlan) -> Any:
     if t.strategy == "deepspeed":
         config = full_deepspeed_config(t, plan)
         log.info("DeepSpeed ZeRO-%d config: %s", t.deepspeed.stage, json.dumps(config, sort_keys=True))
+        # Lightning warns that an overridden configure_gradient_clipping does not clip: ours knows (it only
+        # reads DeepSpeed's norm; DeepSpeed clips with the generated gradient_clipping).
+        warnings.filterwarnings("ignore", message=".*DeepSpeed handles gradient clipping internally.*")
         if accelerator == "cpu":
             return CPUDeepSpeedStrategy(config=config)
         return DeepSpeedStrategy(config=config)
@@ -223,8 +232,8 @@ class FSDP2Strategy(ModelParallelStrategy):
     sharded over the data-parallel mesh. Checkpoints are torch distributed checkpoints (a directory)."""
 
     def setup(self, trainer: Any) -> None:
-        from lightning.pytorch.trainer.states import TrainerFn
         from lightning.fabric.utilities.optimizer import _optimizers_to_device
+        from lightning.pytorch.trainer.states import TrainerFn
 
         assert self.model is not None and self.accelerator is not None and self.lightning_module is not None
         self.accelerator.setup(trainer)

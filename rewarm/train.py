@@ -34,7 +34,8 @@ def build_val_sets(cfg: RunConfig, tokenizer: Any) -> list[Any]:
 
     cache = Path(cfg.data.cache_dir) if cfg.data.cache_dir else Path(cfg.run.out_dir) / ".cache"
     return [
-        ValSet(name, vs.role, build_val_rows(vs, tokenizer, cfg.data.seq_len, cache / "val"))
+        ValSet(name, vs.role, build_val_rows(vs, tokenizer, cfg.data.seq_len, cache / "val",
+                                             on_bad_record=cfg.data.on_bad_record, reader=cfg.data.reader))
         for name, vs in cfg.data.val.items()
     ]
 
@@ -59,7 +60,7 @@ def build_module(cfg: RunConfig, plan: BatchPlan, model: Any, tokenizer: Any, va
 
     def loader_factory(rank: int, world_size: int) -> Any:
         return build_train_loader(cfg.data, tokenizer, micro_batch_size=plan.micro_batch_size, seed=cfg.run.seed,
-                                  rank=rank, world_size=world_size)
+                                  rank=rank, world_size=world_size, grad_accum_steps=plan.grad_accum_steps)
 
     return RewarmModule(
         model, optim=optim, steps=steps,
@@ -135,9 +136,10 @@ def build_trainer(cfg: RunConfig, plan: BatchPlan, loggers: list[Any], callbacks
 
     t = cfg.trainer
     progress_bar = any(type(c).__name__ == "StepBar" for c in callbacks)
+    with key_prefix("trainer"):  # a DeepSpeed merge file that contradicts the config is refused here
+        strategy = build_strategy(t, plan)
     return L.Trainer(
-        accelerator=resolve_accelerator(t.accelerator), devices=t.devices, num_nodes=t.num_nodes,
-        strategy=build_strategy(t, plan),
+        accelerator=resolve_accelerator(t.accelerator), devices=t.devices, num_nodes=t.num_nodes, strategy=strategy,
         precision=t.precision, max_steps=plan.max_steps, max_epochs=1, accumulate_grad_batches=plan.grad_accum_steps,
         logger=loggers, callbacks=callbacks, enable_checkpointing=False, enable_progress_bar=progress_bar,
         enable_model_summary=False, num_sanity_val_steps=0, limit_val_batches=0, use_distributed_sampler=False,
@@ -207,6 +209,7 @@ def run(cfg: RunConfig) -> Path:
         signals.uninstall()
         for lg in loggers:
             lg.finalize("success")
+        _finish_wandb(loggers)
     if signals.received is not None:
         _exit_preempted(run_dir)
     checkpointer.save(trainer, reason="end")
@@ -218,22 +221,35 @@ def run(cfg: RunConfig) -> Path:
     return run_dir
 
 
+def _finish_wandb(loggers: list[Any]) -> None:
+    """End the wandb run so the next in-process run (sweeps, the demo) starts its own."""
+    if any(type(lg).__name__ == "WandbLogger" for lg in loggers):
+        import wandb
+
+        wandb.finish()
+
+
 def _after_step(trainer: Any, steps_done: int, *, module: Any, checkpointer: Any, signals: Any, hf_every: int,
                 tokenizer: Any, run_dir: Path) -> None:
     import torch
 
+    if steps_done < trainer.max_steps and checkpointer.due(steps_done):
+        checkpointer.save(trainer, reason="periodic")
+    if hf_every and steps_done % hf_every == 0 and trainer.is_global_zero:
+        export_hf(module.model, tokenizer, run_dir / "hf" / f"step{steps_done}")
+    # signals last: one that arrives during the periodic save above is still seen in this step
     stop = signals.received is not None
     if trainer.world_size > 1:  # every rank must agree, or the collective save would hang
         stop = module._all_reduce(torch.tensor(float(stop), device=module.device)).item() > 0
     if stop:
         signals.received = signals.received or 15
-        checkpointer.save(trainer, reason="preemption")
+        checkpointer.save(trainer, reason="preemption")  # a no-op when the periodic save just wrote this step
         trainer.should_stop = True
-        return
-    if steps_done < trainer.max_steps and checkpointer.due(steps_done):
-        checkpointer.save(trainer, reason="periodic")
-    if hf_every and steps_done % hf_every == 0 and trainer.is_global_zero:
-        export_hf(module.model, tokenizer, run_dir / "hf" / f"step{steps_done}")
+        # Lightning's own SIGTERM flag would raise SIGTERMException (a SystemExit with status 0) at the end of this
+        # step; the checkpoint is saved, so stop the normal way and exit with PREEMPTED_EXIT_CODE (requeue)
+        connector = getattr(trainer, "_signal_connector", None)
+        if connector is not None:
+            connector.received_sigterm = False
 
 
 def _exit_preempted(run_dir: Path) -> None:

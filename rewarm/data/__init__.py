@@ -17,7 +17,8 @@ if TYPE_CHECKING:
     from rewarm.data.loader import TrainLoader
     from rewarm.data.val import ValRows
 
-__all__ = ["build_train_loader", "build_val_rows", "check_paths", "gather_state", "merge_states", "state_metrics"]
+__all__ = ["TrainLoader", "ValRows", "build_train_loader", "build_val_rows", "check_paths", "gather_state", "merge_states",
+           "state_metrics"]
 
 
 def build_train_loader(cfg: DataConfig, tokenizer: Any, *, micro_batch_size: int, seed: int, rank: int,
@@ -53,3 +54,16 @@ def check_paths(cfg: DataConfig) -> None:
         for name, src in sets.items():
             local = [p for p in src.resolved_paths() if not is_remote(p)]
             expand_paths(local, key=f"{kind}.{name}.paths")
+
+
+def __getattr__(name: str) -> Any:
+    """``rewarm.data.TrainLoader`` / ``rewarm.data.ValRows`` without importing torch at package import."""
+    if name == "TrainLoader":
+        from rewarm.data.loader import TrainLoader
+
+        return TrainLoader
+    if name == "ValRows":
+        from rewarm.data.val import ValRows
+
+        return ValRows
+    raise AttributeError(f"module 'rewarm.data' has no attribute {name!r}")

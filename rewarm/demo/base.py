@@ -111,6 +111,7 @@ def build_base(cache: Path, corpus: CorpusPaths, tokenizer_dir: Path, recipe: Ba
     run_dir = cache / name
     stamp = {"recipe": asdict(recipe), "corpus": _read_json(corpus.manifest).get("fingerprint"),
              "tokenizer": _read_json(tokenizer_dir / "rewarm_demo_stamp.json"), "v": BASE_VERSION}
+    stamp = json.loads(json.dumps(stamp))  # as it reads back from the file
     if _read_json(run_dir / "rewarm_demo_stamp.json") == stamp and (run_dir / "hf" / "config.json").is_file():
         log.info("base model: reusing %s", run_dir)
         return run_dir

@@ -124,7 +124,8 @@ def write_report(out_dir: Path, plan: StudyPlan, dirs: dict[str, Path], found: l
 
 def _study_stamp(base_run: Path, preset: DemoPreset, config_path: Path) -> dict[str, Any]:
     base = json.loads((base_run / "rewarm_demo_stamp.json").read_text())
-    return {"base": base, "study": asdict(preset.study), "config": Path(config_path).read_text()}
+    stamp = {"base": base, "study": asdict(preset.study), "config": Path(config_path).read_text()}
+    return json.loads(json.dumps(stamp))  # as it reads back from the file (tuples become lists)
 
 
 def _reset_stale_runs(group_dir: Path, stamp: dict[str, Any], rerun: bool) -> None:
@@ -135,4 +136,4 @@ def _reset_stale_runs(group_dir: Path, stamp: dict[str, Any], rerun: bool) -> No
         log.info("removing earlier study runs in %s (%s)", group_dir, "--rerun" if rerun else "base or recipe changed")
         shutil.rmtree(group_dir)
     group_dir.mkdir(parents=True, exist_ok=True)
-    stamp_file.write_text(json.dumps(stamp, indent=1, default=str) + "\n")
+    stamp_file.write_text(json.dumps(stamp, indent=1) + "\n")

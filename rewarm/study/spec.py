@@ -121,24 +121,12 @@ def _grid_points(grid: Any, where: str) -> list[_Pairs]:
     if not isinstance(grid, Mapping) or not grid:
         raise ConfigError(where, "a grid is a mapping from a dotted key to a list of values")
     axes = []
-    for key, values in _flatten_to_lists(grid).items():
+    for key, values in flatten(grid).items():  # lists are leaves: the grid's axes
         values = values if isinstance(values, list) else [values]
         if not values:
             raise ConfigError(f"{where}.{key}", "has an empty list of values")
         axes.append([_value_pairs(key, v, f"{where}.{key}") for v in values])
     return [[p for pairs in point for p in pairs] for point in itertools.product(*axes)]
-
-
-def _flatten_to_lists(tree: Mapping[str, Any], prefix: str = "") -> dict[str, Any]:
-    """Like ``flatten`` but stops at lists (the grid's axes)."""
-    out: dict[str, Any] = {}
-    for key, value in tree.items():
-        full = f"{prefix}.{key}" if prefix else str(key)
-        if isinstance(value, Mapping) and value:
-            out.update(_flatten_to_lists(value, full))
-        else:
-            out[full] = value
-    return out
 
 
 def _value_pairs(key: str, value: Any, where: str) -> _Pairs:

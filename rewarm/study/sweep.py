@@ -98,6 +98,10 @@ def plan_sweep(
     from rewarm.config import load
 
     group = sanitize(group)
+    names = [r.name for r in runs]
+    if len(set(names)) != len(names):
+        dup = sorted({n for n in names if names.count(n) > 1})
+        raise ConfigError("runs", f"run names must be unique (one directory each); repeated: {', '.join(dup)}")
     planned = []
     for run in runs:
         try:

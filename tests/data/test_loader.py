@@ -203,3 +203,30 @@ def test_state_is_small_and_fingerprint_stable(tokenizer, data_cfg, pile_dir, sl
     batch = take(loader(cfg, tokenizer), 3)[-1]
     assert len(pickle.dumps(batch["data_state"])) < 4000
     assert loader(cfg, tokenizer).fingerprint() == batch["data_state"]["fingerprint"]
+
+
+@pytest.mark.parametrize("workers", [0, 1])
+def test_bad_record_error_policy_stops_the_loader_with_file_and_line(tokenizer, tmp_path, data_cfg, workers):
+    from rewarm.errors import DataError
+
+    path = write_jsonl(tmp_path / "a.jsonl", records(30), raw_lines={4: b'{"text": 7}'})
+    cfg = data_cfg(seq_len=16, num_workers=workers, worker_start="fork", on_bad_record="error",
+                   train={"a": {"paths": [str(path)]}})
+    with pytest.raises(DataError, match=f"{path}:5"):
+        take(loader(cfg, tokenizer, mbs=2), 50)
+
+
+def test_restore_reads_only_the_current_shard(tokenizer, data_cfg, pile_dir):
+    """Resuming re-opens the saved shard at the saved record: earlier shards are not read again (here the
+    first shard is replaced by garbage of the same size after the save; the resumed batches are unchanged)."""
+    cfg = data_cfg(seq_len=32, num_workers=0, train={"p": {"preset": "pile", "root": str(pile_dir),
+                                                           "shuffle_files": False}})
+    full = take(loader(cfg, tokenizer), 150)
+    k = next(i for i, b in enumerate(full) if b["data_state"]["ranks"]["0"]["streams"][0]["subs"]["p"]["unit"] == 1)
+    shard = pile_dir / "train" / "00.jsonl.zst"
+    shard.write_bytes(b"\xff" * shard.stat().st_size)
+    resumed = loader(cfg, tokenizer)
+    resumed.load_state_dict(full[k + 2]["data_state"])
+    again = take(resumed, 20)
+    assert len(full) >= k + 23 and all(same(a, b) for a, b in zip(again, full[k + 3 : k + 23], strict=True))
+    assert state_metrics(again[-1]["data_state"])["data/skipped_records"] == 0

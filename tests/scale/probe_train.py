@@ -4,7 +4,8 @@ scale tests compare. Launched by ``torchrun``: ``probe_train.py PROBE_DIR CONFIG
 Per rank it writes ``PROBE_DIR/rank<r>.pt``: ``rows`` (every training micro-batch's input_ids (B, T)),
 ``logits`` of the trained model on fixed probe ids (computed inside the training process, after the last
 step; a collective forward under ZeRO-3 / FSDP2), ``params`` (full parameters when every rank holds them:
-DDP, ZeRO-1/2; FSDP2 DTensors gathered with ``full_tensor``), ``global_step`` and ``world_size``.
+DDP, ZeRO-1/2; FSDP2 DTensors gathered with ``full_tensor``), ``partitioned`` (ZeRO-3: every parameter
+empty outside a gather), ``global_step`` and ``world_size``.
 """
 
 from __future__ import annotations
@@ -42,7 +43,8 @@ class Probe(L.Callback):
         with torch.no_grad():  # every rank runs it: a collective under ZeRO-3 / FSDP2
             logits = model(input_ids=probe_ids(300).to(pl_module.device), use_cache=False).logits.float().cpu()
         model.train(was_training)
-        record = {"rows": self.rows, "logits": logits, "params": _params(trainer, model),
+        partitioned = all(p.numel() == 0 for p in model.parameters())  # ZeRO-3 outside a gather
+        record = {"rows": self.rows, "logits": logits, "params": _params(trainer, model), "partitioned": partitioned,
                   "global_step": trainer.global_step, "world_size": trainer.world_size}
         self.out.mkdir(parents=True, exist_ok=True)
         torch.save(record, self.out / f"rank{trainer.global_rank}.pt")

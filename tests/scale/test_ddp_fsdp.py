@@ -34,9 +34,18 @@ def test_ddp_params_equal_and_data_disjoint(tiny_world, empty_yaml: Path, tmp_pa
     rows0, rows1 = _row_set(r0["rows"]), _row_set(r1["rows"])
     assert len(rows0) == len(rows1) == 8  # 4 steps x 2 rows, no row repeated within a rank
     assert not rows0 & rows1, "the two ranks trained on the same rows"
+    cfg = load(empty_yaml, overrides)
+    tok = load_tokenizer(cfg.model.name_or_path, None, None)
+    for rank, record in enumerate((r0, r1)):  # exactly the rows the data API gives this rank
+        it = iter(build_train_loader(cfg.data, tok, micro_batch_size=2, seed=cfg.run.seed, rank=rank,
+                                           world_size=2))
+        for trained_rows in record["rows"]:
+            assert torch.equal(trained_rows, next(it)["input_ids"])
     run_dir = tmp_path / "runs" / "t"
     assert int(read_metrics(run_dir / "metrics.csv")[-1]["tokens"]) == 4 * 2 * 2 * 16  # steps x micro x ranks x T
-    torch.testing.assert_close(hf_logits(run_dir / "hf", probe_ids(300)), r0["logits"], rtol=1e-5, atol=1e-5)
+    ids = probe_ids(300)
+    torch.testing.assert_close(hf_logits(run_dir / "hf", ids), r0["logits"], rtol=1e-5, atol=1e-5)
+    assert (hf_logits(tiny_world["model"], ids) - r0["logits"]).abs().max() > 1e-3  # it trained
 
 
 def test_rank_shards_disjoint_through_data_api(tiny_world, empty_yaml: Path, tmp_path: Path) -> None:
@@ -46,7 +55,7 @@ def test_rank_shards_disjoint_through_data_api(tiny_world, empty_yaml: Path, tmp
     tok = load_tokenizer(cfg.model.name_or_path, None, None)
     per_rank = []
     for rank in range(2):
-        loader = build_train_loader(cfg.data, tok, micro_batch_size=2, seed=0, rank=rank, world_size=2)
+        loader = build_train_loader(cfg.data, tok, micro_batch_size=2, seed=cfg.run.seed, rank=rank, world_size=2)
         it = iter(loader)
         per_rank.append(_row_set([next(it)["input_ids"] for _ in range(10)]))
     assert len(per_rank[0]) == len(per_rank[1]) == 20

@@ -4,6 +4,7 @@ transformers) equal the trained model's logits computed inside the training proc
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 
 import pytest
@@ -22,8 +23,13 @@ pytest.importorskip("deepspeed")
 @pytest.mark.parametrize("stage", [1, 2, 3])
 def test_zero_trains_and_exports(stage: int, tiny_world, empty_yaml: Path, tmp_path: Path) -> None:
     probe, log = tmp_path / "probe", tmp_path / "train.log"
+    # The tiny model's tensors are all below ZeRO-3's default persistence threshold (1e5 elements), which
+    # would leave them unpartitioned: a merge file sets it to 0 so that every parameter is really sharded.
+    merge = tmp_path / "ds.json"
+    merge.write_text(json.dumps({"zero_optimization": {"stage3_param_persistence_threshold": 0}} if stage == 3 else {}))
     overrides = scale_overrides(tiny_world, tmp_path / "runs", trainer__strategy="deepspeed",
-                                trainer__deepspeed__stage=stage, trainer__global_batch_size=8)
+                                trainer__deepspeed__stage=stage, trainer__global_batch_size=8,
+                                trainer__deepspeed__config_file=str(merge))
     assert torchrun(2, probe, empty_yaml, overrides, log) == 0, tail(log)
     run_dir = tmp_path / "runs" / "t"
     ranks = load_probes(probe, 2)
@@ -47,5 +53,7 @@ def test_zero_trains_and_exports(stage: int, tiny_world, empty_yaml: Path, tmp_p
     if stage < 3:  # ZeRO-1/2: every rank holds the full parameters, and they agree
         for name, p in ranks[0]["params"].items():
             assert torch.equal(p, ranks[1]["params"][name]), name
+    else:  # ZeRO-3: each rank held a slice only (so the final hf/ above had to be gathered)
+        assert ranks[0]["partitioned"] and ranks[1]["partitioned"]
     start = hf_logits(tiny_world["model"], ids)
     assert (start - trained).abs().max() > 1e-3  # it trained

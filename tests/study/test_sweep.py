@@ -77,6 +77,8 @@ def test_plan_refuses_an_invalid_run_naming_it(config: Path) -> None:
     with pytest.raises(ConfigError) as info:
         plan_sweep(config, [SweepRun("ok", []), SweepRun("bad", ["schedule.max_lrr=1"])], group="g")
     assert info.value.key.startswith("[bad] schedule.max_lrr")
+    with pytest.raises(ConfigError, match="repeated: a"):
+        plan_sweep(config, [SweepRun("a"), SweepRun("b"), SweepRun("a", ["run.seed=1"])], group="g")
 
 
 def test_finished_runs_are_skipped_and_the_others_resumed_or_started(tmp_path: Path, config: Path) -> None:

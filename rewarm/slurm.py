@@ -1,0 +1,169 @@
+"""`rewarm slurm CONFIG [key=value ...] [--sweep FILE] [--dry-run | --submit]`: render a SLURM batch script
+with resources taken from the config, and submit it with ``sbatch``.
+
+The templates are ``slurm/train.sbatch`` and ``slurm/sweep.sbatch`` of the repository. Rendering rewrites
+their ``#SBATCH`` directives: nodes = ``trainer.num_nodes``, tasks and GPUs per node = ``trainer.devices``
+(one task per GPU), the job name from ``run.name`` (or the sweep file), the log next to the runs, and the
+array size from the number of run lines of a sweep file. Scheduler-only settings (time limit, partition,
+account, CPUs per task) are options of this command. Every sweep line is validated with the config before
+anything is submitted. Imports neither Lightning nor torch.
+"""
+
+from __future__ import annotations
+
+import argparse
+import re
+import shlex
+import subprocess
+import sys
+from dataclasses import dataclass
+from pathlib import Path
+
+from rewarm.config import RunConfig, load
+from rewarm.errors import ConfigError
+
+EXIT_CONFIG = 2
+TEMPLATE_DIR = Path(__file__).resolve().parent.parent / "slurm"
+_DIRECTIVE = re.compile(r"^#SBATCH\s+--([A-Za-z-]+)(?:[=\s]\s*(\S.*?))?\s*$")
+
+
+@dataclass(frozen=True)
+class SlurmOptions:
+    """Scheduler settings that are not part of a run's meaning (not in the config)."""
+
+    time: str = "24:00:00"
+    partition: str | None = None
+    account: str | None = None
+    cpus_per_task: int = 8
+    signal_seconds: int = 120  # SIGUSR1 this long before the time limit: enough to save a checkpoint
+
+
+def sweep_lines(text: str) -> list[list[str]]:
+    """The run lines of a sweep file (blank and '#' lines skipped, as slurm/sweep.sbatch does), split on spaces."""
+    return [line.split() for line in text.splitlines() if line.strip() and not line.lstrip().startswith("#")]
+
+
+def directives(cfg: RunConfig, opts: SlurmOptions, *, job_name: str, output: str, array_size: int | None = None,
+               ) -> dict[str, str | None]:
+    """``#SBATCH`` values for a config (None = remove the directive)."""
+    t = cfg.trainer
+    gpus = None if t.accelerator == "cpu" else str(t.devices)
+    out: dict[str, str | None] = {
+        "job-name": job_name, "nodes": str(t.num_nodes), "ntasks-per-node": str(t.devices), "gpus-per-node": gpus,
+        "cpus-per-task": str(opts.cpus_per_task), "time": opts.time, "signal": f"USR1@{opts.signal_seconds}",
+        "output": output, "partition": opts.partition, "account": opts.account,
+    }
+    if array_size is not None:
+        out["array"] = f"0-{array_size - 1}"
+    return out
+
+
+def render(template: str, values: dict[str, str | None]) -> str:
+    """Rewrite the ``#SBATCH --key=value`` lines of ``template``: a key in ``values`` gets its value (None
+    removes the line), keys the template lacks are added after its last directive; other lines are kept."""
+    lines, last, seen = template.splitlines(), -1, set()
+    out: list[str] = []
+    for line in lines:
+        m = _DIRECTIVE.match(line)
+        if m and m.group(1) in values:
+            seen.add(m.group(1))
+            value = values[m.group(1)]
+            if value is None:
+                continue
+            line = f"#SBATCH --{m.group(1)}={value}"
+        out.append(line)
+        if m:
+            last = len(out) - 1
+    extra = [f"#SBATCH --{k}={v}" for k, v in values.items() if v is not None and k not in seen]
+    if last < 0:
+        raise ValueError("the template has no #SBATCH directive")
+    out[last + 1:last + 1] = extra
+    return "\n".join(out) + "\n"
+
+
+def check_sweep(config: str, overrides: list[str], runs: list[list[str]], base: RunConfig) -> list[str]:
+    """Load every run of a sweep (ConfigError names the line); all runs must share the job's resources and
+    have distinct run names. Returns the run names."""
+    if not runs:
+        raise ConfigError("--sweep", "the sweep file has no run line (one line of key=value overrides per run)")
+    names = []
+    for i, line in enumerate(runs):
+        try:
+            cfg = load(config, [*overrides, *line])
+        except ConfigError as e:
+            raise ConfigError(f"--sweep line {i}", str(e)) from None
+        if (cfg.trainer.devices, cfg.trainer.num_nodes) != (base.trainer.devices, base.trainer.num_nodes):
+            raise ConfigError(f"--sweep line {i}", "trainer.devices / trainer.num_nodes must be the same for "
+                              "every run of an array job; give them once, before --sweep")
+        names.append(cfg.run.name)
+    return names
+
+
+def _run_names(runs: list[list[str]], stem: str) -> list[list[str]]:
+    """Mirror of slurm/sweep.sbatch: a line without run.name gets run.name=<stem>-<index>."""
+    return [line if any(x.startswith("run.name=") for x in line) else [*line, f"run.name={stem}-{i}"]
+            for i, line in enumerate(runs)]
+
+
+def _parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(prog="rewarm slurm", description="Render (and submit) a SLURM batch script for a "
+                                "config: nodes = trainer.num_nodes, GPUs and tasks per node = trainer.devices.")
+    p.add_argument("config", help="YAML run config")
+    p.add_argument("overrides", nargs="*", help="dotted key=value overrides, passed on to `rewarm train`")
+    p.add_argument("--sweep", metavar="FILE", help="one run per line of key=value overrides: a job array")
+    mode = p.add_mutually_exclusive_group()
+    mode.add_argument("--dry-run", action="store_true", help="print the script and the sbatch command (default)")
+    mode.add_argument("--submit", action="store_true", help="write the script and submit it with sbatch")
+    p.add_argument("--time", default="24:00:00", help="time limit (default 24:00:00)")
+    p.add_argument("--partition", help="SLURM partition")
+    p.add_argument("--account", help="SLURM account")
+    p.add_argument("--cpus-per-task", type=int, default=8, help="CPU cores per GPU task (default 8)")
+    p.add_argument("--signal-seconds", type=int, default=120, help="SIGUSR1 this many seconds before the limit")
+    p.add_argument("--template-dir", type=Path, default=TEMPLATE_DIR, help="where train.sbatch / sweep.sbatch are")
+    p.add_argument("--out", type=Path, help="where to write the script (default: under the run directory)")
+    return p
+
+
+def main(argv: list[str]) -> int:
+    args = _parser().parse_args(argv)
+    opts = SlurmOptions(args.time, args.partition, args.account, args.cpus_per_task, args.signal_seconds)
+    config = str(Path(args.config).resolve())
+    try:
+        cfg = load(config, args.overrides)
+        script, path, cmd = _prepare(cfg, config, args, opts)
+    except (ConfigError, OSError, ValueError) as e:
+        print(f"error: {e}", file=sys.stderr)
+        return EXIT_CONFIG
+    if not args.submit:
+        print(script, end="")
+        print(f"# would write {path} and run:\n# {shlex.join(cmd)}")
+        return 0
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(script)
+    path.chmod(0o755)
+    print(f"wrote {path}\n{shlex.join(cmd)}", flush=True)
+    return subprocess.run(cmd, check=False).returncode
+
+
+def _prepare(cfg: RunConfig, config: str, args: argparse.Namespace, opts: SlurmOptions,
+             ) -> tuple[str, Path, list[str]]:
+    """(rendered script, where it goes, the sbatch command)."""
+    out_dir = Path(cfg.run.out_dir).resolve()
+    if args.sweep:
+        sweep = Path(args.sweep).resolve()
+        runs = sweep_lines(sweep.read_text())
+        names = check_sweep(config, args.overrides, _run_names(runs, sweep.stem), cfg)
+        if len(set(names)) != len(names):
+            raise ConfigError("--sweep", f"two runs share a run.name ({names}); give each line its own run.name")
+        values = directives(cfg, opts, job_name=f"rewarm-{sweep.stem}", array_size=len(runs),
+                            output=str(out_dir / "slurm-%x-%A_%a.out"))
+        template, path = args.template_dir / "sweep.sbatch", out_dir / "slurm" / f"{sweep.stem}.sbatch"
+        cmd_args = [str(sweep), config]
+    else:
+        values = directives(cfg, opts, job_name=cfg.run.name, output=str(out_dir / cfg.run.name / "slurm-%j.out"))
+        template, path = args.template_dir / "train.sbatch", out_dir / cfg.run.name / "slurm" / "train.sbatch"
+        cmd_args = [config]
+    if not template.is_file():
+        raise ConfigError("--template-dir", f"{template} not found: run from a rewarm checkout or give --template-dir")
+    path = args.out or path
+    return render(template.read_text(), values), path, ["sbatch", str(path), *cmd_args, *args.overrides]

@@ -1,0 +1,51 @@
+"""GPU checks, skipped without CUDA: DeepSpeed ZeRO-2 / ZeRO-3 in bf16 through the unmodified Lightning
+DeepSpeedStrategy on one GPU (training, export, logits), and flash-attn 2 against SDPA when installed.
+Run on a GPU machine: ``pytest -q -m gpu tests/scale/test_gpu.py``."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+import torch
+
+from rewarm.cli import main as cli
+from rewarm.metrics import read_metrics
+from tests.conftest import tiny_overrides
+from tests.scale.helpers import hf_logits
+from tests.scale.probe_train import probe_ids
+
+pytestmark = [pytest.mark.gpu, pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA GPU")]
+
+
+@pytest.mark.parametrize("stage", [2, 3])
+def test_deepspeed_bf16_on_gpu(stage: int, tiny_world, empty_yaml: Path, tmp_path: Path) -> None:
+    pytest.importorskip("deepspeed")
+    ov = tiny_overrides(tiny_world, tmp_path / "runs", trainer__strategy="deepspeed", trainer__accelerator="gpu",
+                        trainer__precision="bf16-mixed", trainer__deepspeed__stage=stage,
+                        logging__wandb__mode="disabled", trainer__max_steps=4, trainer__val_every_steps=0)
+    assert cli(["train", str(empty_yaml), *ov]) == 0
+    run_dir = tmp_path / "runs" / "t"
+    rows = read_metrics(run_dir / "metrics.csv")
+    assert [int(r["step"]) for r in rows] == [0, 1, 2, 3, 4]
+    assert float(rows[-1]["val/pile/loss"]) < 100  # finite, evaluated after training
+    out = tmp_path / "export"
+    assert cli(["export", str(run_dir), "--out", str(out)]) == 0
+    ids = probe_ids(300)
+    # export = DeepSpeed's fp32 master weights; hf/ = the bf16 weights the model computed with
+    torch.testing.assert_close(hf_logits(out, ids), hf_logits(run_dir / "hf", ids), rtol=0.05, atol=0.05)
+    assert (hf_logits(out, ids) - hf_logits(tiny_world["model"], ids)).abs().max() > 1e-3
+
+
+def test_flash_attention_matches_sdpa(tiny_world) -> None:
+    pytest.importorskip("flash_attn")
+    from transformers import AutoModelForCausalLM
+
+    ids = probe_ids(300).cuda()
+    logits = {}
+    for impl in ("sdpa", "flash_attention_2"):
+        model = AutoModelForCausalLM.from_pretrained(tiny_world["model"], dtype=torch.bfloat16,
+                                                     attn_implementation=impl).cuda().eval()
+        with torch.no_grad():
+            logits[impl] = model(input_ids=ids, use_cache=False).logits.float()
+    torch.testing.assert_close(logits["flash_attention_2"], logits["sdpa"], rtol=2e-2, atol=2e-2)
