@@ -5,8 +5,11 @@ rewarm: ``rewarm.evaluate.evaluate_rows`` (what ``RewarmModule.evaluate`` calls 
 bare: the same model in eval mode, the same rows in the same batches, ``torch.no_grad``, logits ->
 ``cross_entropy(reduction="sum")``. Both return the summed NLL; they are checked to agree.
 
-Rounds alternate the two (ABBA); the result is the median over rounds of tokens/s(rewarm) / tokens/s(bare).
-Target >= 0.95.
+The two alternate batch by batch (ABBA order): ``evaluate_rows`` is called on one batch of rows at a time, so
+its per-call work (sums, subset scatter, the final host copy) is paid per batch -- a stricter test than one
+call per set. Each batch is timed once per pass on each side; the result takes, per batch and side, the
+fastest of the passes (timeit's rule: the least disturbed run) and divides the sums:
+tokens/s(rewarm) / tokens/s(bare). Target >= 0.95.
 
     .venv/bin/python benchmarks/eval_throughput.py [--quick] [--rounds R]
 """
@@ -46,39 +49,70 @@ def prepare(cache: Path, s: dict[str, int]) -> tuple[Any, Any]:
     return model, rows
 
 
-Pass = tuple[float, float, float]  # (wall seconds, process CPU seconds, summed NLL) of one pass over the rows
+Mark = tuple[float, float]  # (wall seconds, process CPU seconds)
 
 
-def rewarm_eval(model: Any, rows: Any, batch: int) -> Pass:
-    """One pass of evaluate_rows over all rows."""
+def rewarm_batch(model: Any, rows: Any, lo: int, hi: int) -> tuple[Mark, float]:
+    """evaluate_rows on rows[lo:hi] (one batch): its whole per-call work is on the clock. Returns the time
+    and the summed NLL."""
     import torch
 
     from rewarm.evaluate import evaluate_rows
 
-    t0, c0 = time.perf_counter(), time.process_time()
-    res = evaluate_rows(model, rows.rows, rows.token_subsets, rows.subset_names, batch_size=batch,
+    subsets = rows.token_subsets[lo:hi] if rows.token_subsets is not None else None
+    t0 = _mark()
+    res = evaluate_rows(model, rows.rows[lo:hi], subsets, rows.subset_names, batch_size=hi - lo,
                         device=torch.device("cpu"))
-    return time.perf_counter() - t0, time.process_time() - c0, res.nll_sum
+    return _since(t0), res.nll_sum
 
 
-def bare_eval(model: Any, rows: Any, batch: int) -> Pass:
-    """One pass of the plain loop."""
+def bare_batch(model: Any, rows: Any, lo: int, hi: int) -> tuple[Mark, float]:
+    """The plain loop's body on rows[lo:hi]."""
     import torch
     import torch.nn.functional as F
 
-    t0, c0 = time.perf_counter(), time.process_time()
-    total = torch.zeros((), dtype=torch.float64)
+    t0 = _mark()
     with torch.no_grad():
-        for b in rows.rows.split(batch):
-            logits = model(input_ids=b[:, :-1], use_cache=False).logits
-            total += F.cross_entropy(logits.flatten(0, 1), b[:, 1:].flatten(), reduction="sum").double()
-    return time.perf_counter() - t0, time.process_time() - c0, float(total)
+        b = rows.rows[lo:hi]
+        logits = model(input_ids=b[:, :-1], use_cache=False).logits
+        nll = float(F.cross_entropy(logits.flatten(0, 1), b[:, 1:].flatten(), reduction="sum"))
+    return _since(t0), nll
+
+
+def _mark() -> Mark:
+    return time.perf_counter(), time.process_time()
+
+
+def _since(t0: Mark) -> Mark:
+    now = _mark()
+    return now[0] - t0[0], now[1] - t0[1]
+
+
+def one_pass(model: Any, rows: Any, batch: int, r: int) -> tuple[list[Mark], list[Mark], float, float]:
+    """Batches of one pass, rewarm and bare interleaved batch by batch (ABBA). Returns the per-batch times
+    of rewarm and of bare, and both NLL sums."""
+    ta_all, tb_all, na, nb = [], [], 0.0, 0.0
+    for k, lo in enumerate(range(0, rows.rows.shape[0], batch)):
+        hi = min(lo + batch, rows.rows.shape[0])
+        (ta, xa), (tb, xb) = C.abba(r + k, lambda: rewarm_batch(model, rows, lo, hi),  # noqa: B023
+                                    lambda: bare_batch(model, rows, lo, hi))  # noqa: B023
+        ta_all.append(ta)
+        tb_all.append(tb)
+        na, nb = na + xa, nb + xb
+    return ta_all, tb_all, na, nb
+
+
+def best_ratio(rewarm: list[list[Mark]], bare: list[list[Mark]], clock: int) -> float:
+    """sum over batches of the fastest bare time / the same for rewarm (timeit's min: the least disturbed
+    run of each batch, over passes); = tokens/s(rewarm) / tokens/s(bare)."""
+    fastest = [[min(col) for col in zip(*[[t[clock] for t in p] for p in side], strict=True)] for side in (rewarm, bare)]
+    return sum(fastest[1]) / sum(fastest[0])
 
 
 def main(argv: list[str] | None = None) -> float:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     C.add_common_args(p)
-    p.add_argument("--rounds", type=int, default=8, help="rewarm/bare pairs, alternated")
+    p.add_argument("--rounds", type=int, default=3, help="passes over the rows")
     args = p.parse_args(argv)
     C.set_threads(args.threads)
     C.quiet_logs()
@@ -87,20 +121,21 @@ def main(argv: list[str] | None = None) -> float:
     tokens = rows.num_tokens
     C.print_machine()
     print(f"sizes: {s}; rows {tuple(rows.rows.shape)}, {tokens} predicted tokens per pass", flush=True)
-    bare_eval(model, rows, s["batch"])  # warm-up (allocator, kernels)
-    ratios, cpu_ratios = [], []
+    one_pass(model, rows, s["batch"], 0)  # warm-up (allocator, kernels)
+    rewarm, bare = [], []
     for r in range(s["rounds"]):
-        (ta, ca, na), (tb, cb, nb) = C.abba(r, lambda: rewarm_eval(model, rows, s["batch"]),
-                                    lambda: bare_eval(model, rows, s["batch"]))
+        ta, tb, na, nb = one_pass(model, rows, s["batch"], r)
         if abs(na - nb) > 1e-4 * abs(nb):
             raise SystemExit(f"the two loops disagree: NLL sum {na} vs {nb}")
-        ratios.append(tb / ta)  # tokens/s ratio = inverse time ratio (same tokens)
-        cpu_ratios.append(cb / ca)
-        print(f"round {r}: rewarm {tokens / ta:,.0f} tok/s, bare {tokens / tb:,.0f} tok/s, ratio {tb / ta:.4f} "
-              f"(CPU-time ratio {cb / ca:.4f})", flush=True)
-    print(f"CPU-time ratio (robust to a loaded machine): {C.median(cpu_ratios):.4f}", flush=True)
-    ratio = C.median(ratios)
-    C.print_result("eval_throughput", ratio, f">= 0.95 ({'met' if ratio >= 0.95 else 'MISSED'})")
+        rewarm.append(ta)
+        bare.append(tb)
+        per_batch = C.median([b[0] / a[0] for a, b in zip(ta, tb, strict=True)])
+        print(f"pass {r}: rewarm {tokens / sum(t[0] for t in ta):,.0f} tok/s, bare {tokens / sum(t[0] for t in tb):,.0f} "
+              f"tok/s; median per-batch ratio {per_batch:.4f}; mean NLL {na / tokens:.4f}", flush=True)
+    print(f"CPU-time ratio (fastest of each batch): {best_ratio(rewarm, bare, 1):.4f}", flush=True)
+    ratio = best_ratio(rewarm, bare, 0)
+    C.print_result("eval_throughput", ratio, f">= 0.95 ({'met' if ratio >= 0.95 else 'MISSED'}); wall clock, "
+                   "fastest of each batch over the passes")
     return ratio
 
 

@@ -145,10 +145,9 @@ class Checkpointer:
     valid checkpoints plus every one whose step is a multiple of ``keep_every``. Called by the module after
     each optimizer step (after the metrics row is written, so the saved counters include that step).
 
-    ``base_step``: the step this process resumed from (None: a fresh start). At the first save, checkpoints
-    newer than it (all of them after a fresh start) belong to an abandoned history (invalid ones that were
-    skipped, or a rewind with ``resume=PATH`` / ``resume=never``): they move to ``checkpoints/abandoned/``
-    with a warning, so ``resume=auto`` never mixes two histories."""
+    ``set_aside(base_step)`` (rank 0, at start) moves checkpoints newer than the one resumed from (all of them
+    after a fresh start) to ``checkpoints/abandoned/``: they belong to an abandoned history (invalid ones that
+    were skipped, or a rewind with ``resume=PATH`` / ``resume=never``), so ``resume=auto`` never mixes two."""
 
     def __init__(self, root: Path, *, every_steps: int, every_minutes: float, keep_last: int, keep_every: int,
                  info: Callable[[], dict[str, Any]]) -> None:
@@ -158,8 +157,6 @@ class Checkpointer:
         self.info = info
         self._last_time = time.monotonic()
         self.last_saved_step = -1
-        self.base_step: int | None = None
-        self._abandoned_checked = False
 
     def due(self, step: int) -> bool:
         by_steps = self.every_steps > 0 and step % self.every_steps == 0
@@ -174,7 +171,6 @@ class Checkpointer:
             return final
         tmp = self.root / (".tmp-" + step_dir_name(step))
         if trainer.is_global_zero:
-            self._set_aside_abandoned(step)
             shutil.rmtree(tmp, ignore_errors=True)
             tmp.mkdir(parents=True)
         trainer.strategy.barrier("rewarm-ckpt-mkdir")
@@ -191,20 +187,18 @@ class Checkpointer:
         self.last_saved_step = step
         return final
 
-    def _set_aside_abandoned(self, step: int) -> None:
-        if self._abandoned_checked:
-            return
-        self._abandoned_checked = True
+    def set_aside(self, base_step: int | None) -> None:
+        """Move checkpoints newer than ``base_step`` (all when None) to ``abandoned/``, with a warning each, and
+        remove temporaries of interrupted writes. Call on rank 0 only, before training."""
         _remove_stale_temporaries(self.root)
-        newest_kept = self.base_step if self.base_step is not None else -1
         for d in list_checkpoints(self.root):
-            if int(d.name[4:]) > newest_kept:
+            if base_step is None or int(d.name[4:]) > base_step:
                 dest = self.root / "abandoned" / d.name
                 shutil.rmtree(dest, ignore_errors=True)
                 dest.parent.mkdir(exist_ok=True)
                 os.replace(d, dest)
                 log.warning("checkpoint %s is not part of this run's history (resumed from %s): moved to %s",
-                            d, "nothing" if self.base_step is None else f"step {self.base_step}", dest)
+                            d, "nothing" if base_step is None else f"step {base_step}", dest)
 
     def _prune(self) -> None:
         """Remove invalid checkpoints, and valid ones beyond ``keep_last`` that are no ``keep_every`` multiple."""
@@ -250,15 +244,22 @@ def _fsync_dir(path: Path) -> None:
 
 class SignalWatcher:
     """SIGUSR1 (SLURM's warning, ``#SBATCH --signal=USR1@120``) and SIGTERM set a flag; the training loop
-    checks it after each optimizer step, saves a checkpoint and stops."""
+    checks it after each optimizer step, saves a checkpoint and stops.
+
+    Lightning adds its own SIGTERM handler during ``fit`` (it keeps ours, called after its own) and would raise
+    ``SIGTERMException`` (a SystemExit with status 0) at the end of the current micro-batch, possibly in the
+    middle of gradient accumulation, without a checkpoint. With ``install(trainer)`` our handler clears
+    Lightning's flag, so the run always stops at the next optimizer-step boundary, checkpointed."""
 
     SIGNALS = (signal.SIGUSR1, signal.SIGTERM)
 
     def __init__(self) -> None:
         self.received: int | None = None
         self._previous: dict[int, Any] = {}
+        self._trainer: Any = None
 
-    def install(self) -> None:
+    def install(self, trainer: Any = None) -> None:
+        self._trainer = trainer
         for sig in self.SIGNALS:
             try:
                 self._previous[sig] = signal.signal(sig, self._handler)
@@ -269,7 +270,11 @@ class SignalWatcher:
         for sig, prev in self._previous.items():
             signal.signal(sig, prev)
         self._previous.clear()
+        self._trainer = None
 
     def _handler(self, signum: int, frame: Any) -> None:
         log.warning("received signal %s: checkpoint after this step, then stop", signal.Signals(signum).name)
         self.received = signum
+        connector = getattr(self._trainer, "_signal_connector", None)
+        if connector is not None and hasattr(connector, "received_sigterm"):
+            connector.received_sigterm = False

@@ -27,12 +27,25 @@ class SetResult:
     def loss(self) -> float:
         return self.nll_sum / self.tokens
 
-    def metrics(self, name: str) -> dict[str, float]:
+    def metrics(self, name: str, subset_weights: dict[str, float] | None = None) -> dict[str, float]:
         out = {f"val/{name}/loss": self.loss, f"val/{name}/ppl": math.exp(self.loss)}
         for sub, (s, n) in self.subsets.items():
             if n:
                 out[f"val/{name}/{sub}/loss"] = s / n
+        if subset_weights:
+            weighted = weighted_loss(self.subsets, subset_weights)
+            if weighted is not None:
+                out[f"val/{name}/loss_weighted"] = weighted
         return out
+
+
+def weighted_loss(subsets: dict[str, tuple[float, int]], weights: dict[str, float]) -> float | None:
+    """sum_s w_s * loss_s / sum_s w_s over the weighted subsets present in the set (e.g. the LLaMA mix)."""
+    present = {s: w for s, w in weights.items() if subsets.get(s, (0.0, 0))[1] > 0 and w > 0}
+    if not present:
+        return None
+    total = sum(present.values())
+    return sum(w * subsets[s][0] / subsets[s][1] for s, w in present.items()) / total
 
 
 def token_nll(model: Any, input_ids: torch.Tensor, labels: torch.Tensor, position_ids: torch.Tensor | None = None,

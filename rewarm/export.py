@@ -69,9 +69,11 @@ def full_state_dict(strategy: Any, model: Any) -> dict[str, Any] | None:
     """Collective (call on every rank): the full weights of a live, possibly sharded model on global rank 0
     (None elsewhere), or None everywhere when the model is not sharded (use the model itself).
     ZeRO-3: gathered one module at a time; FSDP2: ``get_model_state_dict(full_state_dict=True)``."""
+    from lightning.pytorch.strategies import ModelParallelStrategy
+
     if getattr(strategy, "zero_stage_3", False):
         return _zero3_state_dict(model, strategy.is_global_zero)
-    if type(strategy).__name__ == "FSDP2Strategy":
+    if isinstance(strategy, ModelParallelStrategy):  # FSDP2: DTensor shards
         from torch.distributed.checkpoint.state_dict import StateDictOptions, get_model_state_dict
 
         sd = get_model_state_dict(model, options=StateDictOptions(full_state_dict=True, cpu_offload=True))

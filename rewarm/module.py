@@ -8,7 +8,7 @@ from __future__ import annotations
 import logging
 import time
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 import lightning as L
@@ -45,6 +45,7 @@ class ValSet:
     name: str
     role: str  # upstream | downstream
     rows: Any  # rewarm.data.ValRows: .rows (N, T+1), .token_subsets (N, T) | None, .subset_names
+    subset_weights: dict[str, float] = field(default_factory=dict)  # -> val/<set>/loss_weighted
 
 
 def param_groups(model: torch.nn.Module, weight_decay: float) -> list[dict[str, Any]]:
@@ -239,7 +240,7 @@ class RewarmModule(L.LightningModule):
             res = results[vs.name]
             if step == 0 and vs.name not in self.start_losses:
                 self.start_losses[vs.name] = res.loss
-            self._row.update(res.metrics(vs.name))
+            self._row.update(res.metrics(vs.name, vs.subset_weights))
             self._row.update(role_metrics(vs.name, vs.role, res.loss, self.start_losses.get(vs.name)))
         self._evaluated_step = step
 

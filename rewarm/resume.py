@@ -168,5 +168,4 @@ def prepare_resume(ckpt: Path | None, config: dict[str, Any], checkpointer: Any,
     check_config_change(manifest.get("config"), config, allow=allow_config_change, source=str(ckpt))
     step = int(manifest["step"])
     checkpointer.last_saved_step = step  # the checkpoint resumed from is not written again
-    checkpointer.base_step = step  # newer checkpoints (skipped as invalid, or a rewind) are set aside
     return ResumePoint(step, step >= max_steps)

@@ -232,12 +232,14 @@ class FSDP2Strategy(ModelParallelStrategy):
     sharded over the data-parallel mesh. Checkpoints are torch distributed checkpoints (a directory)."""
 
     def setup(self, trainer: Any) -> None:
+        from lightning.fabric.utilities.init import _materialize_distributed_module
         from lightning.fabric.utilities.optimizer import _optimizers_to_device
         from lightning.pytorch.trainer.states import TrainerFn
 
         assert self.model is not None and self.accelerator is not None and self.lightning_module is not None
         self.accelerator.setup(trainer)
         shard_model(self.lightning_module.model, self.device_mesh["data_parallel"])
+        _materialize_distributed_module(self.model, self.root_device)  # a model created on the meta device
         self.model = self.precision_plugin.convert_module(self.model)
         self.model_to_device()
         self.barrier()

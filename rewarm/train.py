@@ -35,7 +35,8 @@ def build_val_sets(cfg: RunConfig, tokenizer: Any) -> list[Any]:
     cache = Path(cfg.data.cache_dir) if cfg.data.cache_dir else Path(cfg.run.out_dir) / ".cache"
     return [
         ValSet(name, vs.role, build_val_rows(vs, tokenizer, cfg.data.seq_len, cache / "val",
-                                             on_bad_record=cfg.data.on_bad_record, reader=cfg.data.reader))
+                                             on_bad_record=cfg.data.on_bad_record, reader=cfg.data.reader),
+               dict(vs.subset_weights))
         for name, vs in cfg.data.val.items()
     ]
 
@@ -89,6 +90,8 @@ def metric_columns(cfg: RunConfig, val_sets: list[Any]) -> list[str]:
     for vs in val_sets:
         cols += [f"val/{vs.name}/loss", f"val/{vs.name}/ppl"]
         cols += [f"val/{vs.name}/{sub}/loss" for sub in vs.rows.subset_names]
+        if vs.subset_weights:
+            cols.append(f"val/{vs.name}/loss_weighted")
         cols.append(f"forgetting/{vs.name}" if vs.role == "upstream" else f"adaptation/{vs.name}")
     return cols + ["perf/tokens_per_sec", "perf/mfu", "perf/peak_mem_gib", "perf/peak_rss_gib"]
 
@@ -175,6 +178,9 @@ def run(cfg: RunConfig) -> Path:
         model.gradient_checkpointing_enable()
     if m.compile:
         model.compile()  # in place: state_dict keys (checkpoints, export) are unchanged
+    if cfg.data.document_mask:
+        log.warning("data.document_mask=true: attention and loss stay inside documents — a deviation from how "
+                    "Pythia was trained (packed rows attended across document boundaries)")
     val_sets = build_val_sets(cfg, tokenizer)
     module = build_module(cfg, plan, model, tokenizer, val_sets)
     columns = metric_columns(cfg, val_sets)
@@ -198,11 +204,12 @@ def run(cfg: RunConfig) -> Path:
         log.info("run %s already finished at step %d (%s): nothing to do", cfg.run.name, point.step, ckpt)
         return run_dir
     if trainer.is_global_zero:
+        checkpointer.set_aside(point.step)  # newer checkpoints are another history (skipped invalid, or a rewind)
         (run_dir / "config.yaml").write_text(to_yaml(cfg))
         loggers[0].start(point.first_new_row)
         log.info("run %s: %d steps x %d tokens/step = %d tokens; %s", cfg.run.name, plan.max_steps,
                  plan.tokens_per_step, plan.total_tokens, f"resuming at step {point.step}" if ckpt else "fresh")
-    signals.install()
+    signals.install(trainer)
     try:
         trainer.fit(module, ckpt_path=str(ckpt / "state.ckpt") if ckpt else None)
     finally:
@@ -233,7 +240,10 @@ def _after_step(trainer: Any, steps_done: int, *, module: Any, checkpointer: Any
                 tokenizer: Any, run_dir: Path) -> None:
     import torch
 
-    if steps_done < trainer.max_steps and checkpointer.due(steps_done):
+    due = steps_done < trainer.max_steps and checkpointer.due(steps_done)
+    if trainer.world_size > 1 and checkpointer.every_minutes > 0:  # one clock per rank: agree, or the save hangs
+        due = module._all_reduce(torch.tensor(float(due), device=module.device)).item() > 0
+    if due:
         checkpointer.save(trainer, reason="periodic")
     if hf_every and steps_done % hf_every == 0 and trainer.is_global_zero:
         export_hf(module.model, tokenizer, run_dir / "hf" / f"step{steps_done}")
@@ -244,12 +254,7 @@ def _after_step(trainer: Any, steps_done: int, *, module: Any, checkpointer: Any
     if stop:
         signals.received = signals.received or 15
         checkpointer.save(trainer, reason="preemption")  # a no-op when the periodic save just wrote this step
-        trainer.should_stop = True
-        # Lightning's own SIGTERM flag would raise SIGTERMException (a SystemExit with status 0) at the end of this
-        # step; the checkpoint is saved, so stop the normal way and exit with PREEMPTED_EXIT_CODE (requeue)
-        connector = getattr(trainer, "_signal_connector", None)
-        if connector is not None:
-            connector.received_sigterm = False
+        trainer.should_stop = True  # then run() exits with PREEMPTED_EXIT_CODE (SLURM: requeue)
 
 
 def _exit_preempted(run_dir: Path) -> None:

@@ -69,3 +69,13 @@ def test_forgetting_and_adaptation_signs() -> None:
     assert role_metrics("sp", "downstream", 2.5, 3.0) == {"adaptation/sp": 0.5}
     assert role_metrics("sp", "downstream", 2.5, None) == {}
     assert math.isclose(role_metrics("pile", "upstream", 2.0, 2.0)["forgetting/pile"], 0.0)
+
+
+def test_weighted_subset_loss() -> None:
+    from rewarm.evaluate import SetResult, weighted_loss
+
+    subsets = {"a": (4.0, 2), "b": (9.0, 3), "c": (0.0, 0)}  # losses 2.0 and 3.0; c absent
+    assert weighted_loss(subsets, {"a": 1.0, "b": 3.0, "c": 5.0}) == pytest.approx((1 * 2.0 + 3 * 3.0) / 4)
+    assert weighted_loss(subsets, {"c": 1.0}) is None
+    m = SetResult(13.0, 5, subsets).metrics("sp", {"a": 1.0, "b": 1.0})
+    assert m["val/sp/loss_weighted"] == pytest.approx(2.5) and m["val/sp/loss"] == pytest.approx(13 / 5)

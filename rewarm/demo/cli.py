@@ -43,8 +43,19 @@ def main(argv: list[str]) -> int:
     from rewarm.demo.pipeline import PRESETS, run_demo
 
     t0 = time.perf_counter()
+    from rewarm.errors import ConfigError
+    from rewarm.study.sweep import SweepFailed
+
     preset = PRESETS["quick" if args.quick else "full"]
-    result = run_demo(args.config, args.out, args.cache, preset, rerun=args.rerun, wandb_mode=args.wandb)
+    try:
+        result = run_demo(args.config, args.out, args.cache, preset, rerun=args.rerun, wandb_mode=args.wandb)
+    except ConfigError as e:
+        print(f"rewarm demo: invalid config: {e}")
+        return 2
+    except SweepFailed as e:
+        print(f"rewarm demo: {e}. Finished runs are kept: run `rewarm demo` again to retry the others "
+              "(or add --rerun to start the study over).")
+        return 1
     result.seconds["total"] = time.perf_counter() - t0
     from rewarm.demo.table import format_findings, format_table, format_timings
 

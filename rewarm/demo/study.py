@@ -140,6 +140,9 @@ def findings_of(plan: StudyPlan, run_dirs: dict[str, Path]) -> tuple[list[Any], 
 
     curves = {name: F.read_curves(d) for name, d in run_dirs.items()}
     numbers = F.StudyNumbers(curves, upstream="pile", downstream="slimpajama", seed_pair=(plan.main, plan.seed_twin))
+    if numbers.seed_noise == 0:
+        numbers.notes.append(f"the two seeds ended with identical losses (they read the same data), so the noise "
+                             f"was not measured: the floor {F.MIN_NOISE} nats/token is used")
     if not F.finite(numbers):
         numbers.notes.append("a run ended with a non-finite loss (diverged); comparisons involving it are void")
     found = [

@@ -17,7 +17,6 @@ from rewarm.demo.corpus import (
 )
 from rewarm.demo.stdlib_text import docstring_document, module_files, stdlib_dir, strip_docstrings
 
-
 SOURCE = '''"""Module docstring."""
 import os  # a comment that stays
 

@@ -58,8 +58,10 @@ def kill9(proc: subprocess.Popen) -> None:
     proc.wait(timeout=60)
 
 
-def kill_when(proc: subprocess.Popen, ready: Callable[[], bool], log: Path, what: str) -> None:
-    """Poll ``ready`` every 20 ms and kill -9 the process as soon as it holds; fail if the process ends first."""
+def kill_when(proc: subprocess.Popen, ready: Callable[[], bool], log: Path, what: str,
+              sig: signal.Signals = signal.SIGKILL) -> None:
+    """Poll ``ready`` every 20 ms and kill -9 the process as soon as it holds; fail if the process ends first.
+    Another ``sig`` goes to the main process only (like ``kill -TERM <pid>``), which is then waited for."""
     deadline = time.monotonic() + PROCESS_TIMEOUT_S
     while not ready():
         if proc.poll() is not None:
@@ -68,7 +70,11 @@ def kill_when(proc: subprocess.Popen, ready: Callable[[], bool], log: Path, what
             kill9(proc)
             raise AssertionError(f"timed out waiting for {what}; log:\n{tail(log)}")
         time.sleep(0.02)
-    kill9(proc)
+    if sig == signal.SIGKILL:
+        kill9(proc)
+    else:
+        proc.send_signal(sig)
+        finish(proc, log)
 
 
 def tail(log: Path, n: int = 40) -> str:

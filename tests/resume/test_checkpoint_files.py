@@ -131,10 +131,28 @@ def test_manifest_is_written_last_and_atomically(tmp_path):
     assert json.loads((d / MANIFEST).read_text())["complete"] is True
 
 
+def _checkpointer(root: Path, every_steps: int = 0, every_minutes: float = 0.0) -> Checkpointer:
+    return Checkpointer(root, every_steps=every_steps, every_minutes=every_minutes, keep_last=1, keep_every=0,
+                        info=dict)
+
+
+def test_newer_checkpoints_and_temporaries_are_set_aside_at_start(run_dir, caplog):
+    ckpts = run_dir / "checkpoints"
+    (ckpts / ".tmp-step00000008").mkdir()
+    (ckpts / ".old-step00000002").mkdir()
+    with caplog.at_level(logging.WARNING, logger="rewarm.checkpointing"):
+        _checkpointer(ckpts).set_aside(4)  # resumed from step 4 (e.g. 6 was skipped as invalid, or a rewind)
+    assert sorted(p.name for p in ckpts.iterdir()) == ["abandoned", "step00000002", "step00000004"]
+    assert [p.name for p in (ckpts / "abandoned").iterdir()] == ["step00000006"]
+    assert "step00000006 is not part of this run's history (resumed from step 4)" in caplog.text
+    _checkpointer(ckpts).set_aside(None)  # a fresh start (resume=never): nothing is left to resume from
+    assert find_latest_valid(ckpts) is None
+    assert sorted(p.name for p in (ckpts / "abandoned").iterdir()) == ["step00000002", "step00000004", "step00000006"]
+
+
 def test_checkpoint_due_by_steps_and_minutes(tmp_path):
     def make(every_steps: int, every_minutes: float) -> Checkpointer:
-        return Checkpointer(tmp_path, every_steps=every_steps, every_minutes=every_minutes, keep_last=1,
-                            keep_every=0, info=dict)
+        return _checkpointer(tmp_path, every_steps, every_minutes)
 
     assert [s for s in range(1, 10) if make(3, 0).due(s)] == [3, 6, 9]
     assert not any(make(0, 0).due(s) for s in range(1, 10))

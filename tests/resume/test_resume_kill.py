@@ -1,16 +1,19 @@
 """Real processes: `rewarm train` is killed with SIGKILL at random steps and in the middle of a checkpoint write,
-restarted with resume=auto until it finishes; metrics.csv must equal the uninterrupted run's row for row
-(bitwise: the values are written with repr; perf/* columns are timing and are left out) and every training
-document must have been consumed exactly once per pass. Also: a corrupt newest checkpoint falls back to the
-previous one, and a resume with a changed data config is refused with the keys listed.
+and sent SIGTERM once (preemption: checkpoint, exit code 3); each time it is restarted with resume=auto until it
+finishes. metrics.csv must equal the uninterrupted run's row for row (bitwise: values are written with repr;
+the perf/* columns are wall-clock timing and memory, left out) and every training document must have been
+consumed exactly once per pass. Also: a corrupt newest checkpoint falls back to the previous one, and a resume
+with a changed data config is refused with the keys listed.
 
 The random steps come from REWARM_KILL_SEED (default: a fresh seed, printed in every failure message)."""
 
 from __future__ import annotations
 
+import json
 import os
 import random
 import re
+import signal
 from pathlib import Path
 from typing import Any
 
@@ -28,6 +31,8 @@ from resume_helpers import (
     tail,
     write_config,
 )
+
+from rewarm.checkpointing import PREEMPTED_EXIT_CODE
 
 SEED = int(os.environ.get("REWARM_KILL_SEED", random.SystemRandom().randrange(10**6)))
 MAX_STEPS = 20
@@ -107,21 +112,29 @@ def two_worker_runs(resume_world: dict[str, Any], tmp_path_factory: pytest.TempP
                        keep_every=8)
     ref_log, log, record = tmp / "ref.log", tmp / "train.log", tmp / "record.jsonl"
     ref = start(cfg, ["run.name=ref"], ref_log)
-    k1 = random.Random(SEED + 1).randint(3, MAX_STEPS - 4)
+    rng = random.Random(SEED + 1)
+    k1 = rng.randint(3, MAX_STEPS - 8)
+    k2 = rng.randint(k1 + 2, MAX_STEPS - 3)
     metrics = tmp / "r" / "metrics.csv"
     kill_when(start(cfg, [], log, record=record), lambda: last_row_step(metrics) >= k1, log, f"step {k1}")
+    proc = start(cfg, [], log, record=record)  # then a polite SIGTERM (preemption): checkpoint, exit code 3
+    kill_when(proc, lambda: last_row_step(metrics) >= k2, log, f"step {k2}", sig=signal.SIGTERM)
     rc = finish(start(cfg, [], log, record=record), log)
     ref_rc = finish(ref, ref_log)
-    return {"tmp": tmp, "cfg": cfg, "log": log, "record": record, "rc": rc, "ref_rc": ref_rc, "k1": k1}
+    return {"tmp": tmp, "cfg": cfg, "log": log, "record": record, "rc": rc, "ref_rc": ref_rc, "k1": k1, "k2": k2,
+            "sigterm_rc": proc.returncode}
 
 
 def test_two_workers_kill9_then_identical(two_worker_runs: dict[str, Any], resume_world: dict[str, Any]):
     t = two_worker_runs
-    msg = f"REWARM_KILL_SEED={SEED}, killed at step {t['k1']}"
+    msg = f"REWARM_KILL_SEED={SEED}, SIGKILL at step {t['k1']}, SIGTERM at step {t['k2']}"
     assert t["rc"] == 0, tail(t["log"])
     assert t["ref_rc"] == 0, tail(t["tmp"] / "ref.log")
+    assert t["sigterm_rc"] == PREEMPTED_EXIT_CODE, f"{msg}\n{tail(t['log'])}"
     starts = _resumed_from(t["log"])
-    assert starts[0] == "fresh" and starts[1].startswith("step"), f"{msg}: {starts}"
+    assert starts[0] == "fresh" and len(starts) == 3, f"{msg}: {starts}"
+    # SIGTERM came after row k2: the run checkpointed the step in progress (>= k2 + 1) and resumed from it
+    assert int(starts[2][4:]) >= t["k2"] + 1, f"{msg}: {starts}"
     _check_same_run(t["tmp"] / "ref", t["tmp"] / "r", msg)
     _check_documents(resume_world, t["record"], streams=2, accum=1, msg=msg)
     assert _ckpt_steps(t["tmp"] / "r") == [8, 16, MAX_STEPS - 2, MAX_STEPS]  # keep_last 2 + keep_every 8
@@ -144,6 +157,20 @@ def test_corrupt_newest_checkpoint_falls_back_to_previous(two_worker_runs: dict[
     _check_same_run(t["tmp"] / "ref", run_dir, "after falling back from a corrupt checkpoint")
     assert (run_dir / "checkpoints" / "abandoned" / newest.name).is_dir()  # set aside, never loaded again
     assert (run_dir / "summary.json").is_file()
+
+
+def test_killed_after_the_end_checkpoint_keeps_the_final_row(two_worker_runs: dict[str, Any]):
+    """A kill between the end checkpoint and summary.json: the restart trains nothing, keeps the final
+    evaluation row (written before the end checkpoint) and writes summary.json with the final metrics."""
+    t = two_worker_runs
+    run_dir, log = t["tmp"] / "r", t["tmp"] / "after_end.log"
+    summary = json.loads((run_dir / "summary.json").read_text())
+    (run_dir / "summary.json").unlink()
+    assert finish(start(t["cfg"], [], log), log) == 0, tail(log)
+    assert _resumed_from(log) == [f"step{MAX_STEPS:08d}"], tail(log)
+    _check_same_run(t["tmp"] / "ref", run_dir, "after a restart from the end checkpoint")
+    assert json.loads((run_dir / "summary.json").read_text()) == summary
+    assert _ckpt_steps(run_dir)[-1] == MAX_STEPS and "saved (end)" not in log.read_text()  # not written again
 
 
 def test_resume_with_changed_data_config_is_refused(two_worker_runs: dict[str, Any]):

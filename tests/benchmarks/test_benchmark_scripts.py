@@ -1,0 +1,78 @@
+"""Smoke tests of benchmarks/*.py: each runs at a tiny size (``--quick``) and ends with its ``name=<x>`` line.
+
+No timing is asserted (speed belongs to the benchmarks themselves; see BENCHMARKS.md). What is asserted:
+the scripts run against the real stack, their last line has the format `make bench` collects, and the
+contracts they check hold (the two evaluation loops agree; `rewarm check` imports no Lightning).
+"""
+
+from __future__ import annotations
+
+import importlib
+import math
+import re
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+BENCH = Path(__file__).resolve().parents[2] / "benchmarks"
+LAST_LINE = re.compile(r"^(?P<name>[a-z_]+)=(?P<value>nan|[0-9]+(\.[0-9]+)?)$")
+
+
+@pytest.fixture(scope="module")
+def bench_modules():
+    sys.path.insert(0, str(BENCH))
+    yield lambda name: importlib.import_module(name)
+    sys.path.remove(str(BENCH))
+
+
+def last_line(text: str) -> tuple[str, float]:
+    line = text.strip().splitlines()[-1]
+    m = LAST_LINE.match(line)
+    assert m, f"last line {line!r} is not name=<number>"
+    return m["name"], float(m["value"])
+
+
+@pytest.mark.parametrize("script,extra", [
+    ("step_overhead", ["--workers", "0"]),
+    ("eval_throughput", []),
+    ("resume_latency", []),
+    ("cli_latency", []),
+])
+def test_quick_run_prints_ratio_last(script, extra, bench_modules, tmp_path, capsys):
+    value = bench_modules(script).main(["--quick", "--cache", str(tmp_path)] + extra)
+    name, printed = last_line(capsys.readouterr().out)
+    assert name == script
+    assert math.isfinite(value) and value > 0
+    assert printed == pytest.approx(value, rel=1e-3, abs=1e-4)
+
+
+def test_gpu_mfu_skips_cleanly_without_cuda(tmp_path):
+    """Run as `make bench` runs it: a script with benchmarks/ as its directory (``import _common``)."""
+    import torch
+
+    proc = subprocess.run([sys.executable, str(BENCH / "gpu_mfu.py"), "--quick", "--cache", str(tmp_path)],
+                          capture_output=True, text=True, timeout=600)
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    name, value = last_line(proc.stdout)
+    assert name == "gpu_mfu"
+    if torch.cuda.is_available():
+        assert 0 < value < 1
+    else:
+        assert math.isnan(value)
+        assert "skipped: no CUDA device" in proc.stdout
+
+
+def test_common_helpers_build_a_loadable_world(bench_modules, tmp_path):
+    C = bench_modules("_common")
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    model_dir = C.build_model_dir(tmp_path / "m", 32, 1, 2, 64)
+    tok = AutoTokenizer.from_pretrained(model_dir)
+    model = AutoModelForCausalLM.from_pretrained(model_dir)
+    assert tok.eos_token_id == 0
+    assert model.get_input_embeddings().weight.shape[0] % 64 == 0
+    assert model.get_input_embeddings().weight.shape[0] >= len(tok)
+    path = C.corpus(tmp_path / "c.jsonl.zst", 10, seed=0)
+    assert C.corpus(path, 10, seed=0).stat().st_mtime_ns == path.stat().st_mtime_ns  # reused, not rewritten
