@@ -286,12 +286,6 @@ def write_summary(run_dir: Path, module: Any, step: int) -> None:
     os.replace(tmp, run_dir / "summary.json")
 
 
-def _manifest_step(ckpt: Path | None) -> int | None:
-    if ckpt is None:
-        return None
-    return int(json.loads((ckpt / "manifest.json").read_text())["step"])
-
-
 def _read(path: Path) -> str | None:
     return path.read_text().strip() if path.is_file() else None
 

@@ -15,6 +15,7 @@ import hashlib
 import json
 import logging
 import os
+import signal
 from collections.abc import Iterator
 from dataclasses import asdict
 from typing import Any
@@ -228,6 +229,9 @@ def _single_threaded_fork(active: bool) -> Iterator[None]:
 
 
 def _worker_init(worker_id: int) -> None:
+    # SLURM signals every process of the job step: the main process checkpoints, stops and shuts the workers down
+    signal.signal(signal.SIGTERM, signal.SIG_IGN)
+    signal.signal(signal.SIGUSR1, signal.SIG_IGN)
     info = torch.utils.data.get_worker_info()
     if info is not None and info.num_workers > 1:
         os.environ["TOKENIZERS_PARALLELISM"] = "false"  # several workers already use the cores
