@@ -24,11 +24,18 @@ from collections.abc import Iterable
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
-from rewarm.demo.stdlib_text import Document, code_document, docstring_document, parse_modules, topic_documents
+from rewarm.demo.stdlib_text import (
+    Document,
+    code_document,
+    docstring_document,
+    parse_modules,
+    split_document,
+    topic_documents,
+)
 
 log = logging.getLogger(__name__)
 
-BUILDER_VERSION = 1
+BUILDER_VERSION = 2
 PILE_SUBSETS = ("PythonReference", "PythonDocstrings")
 SLIMPAJAMA_SUBSETS = ("RedPajamaGithub",)
 SPLITS = ("train", "val", "test")
@@ -42,6 +49,9 @@ class CorpusSpec:
     max_downstream_bytes: int | None = 8_000_000
     heldout_fraction: float = 0.08
     """Fraction of modules / topics in each of validation and test."""
+    max_document_bytes: int = 4000
+    """Modules and topics are cut at blank lines into documents of about this size, then shuffled, so that
+    consecutive training rows come from many modules (one 100 kB module would fill 30 steps of 1k tokens)."""
     num_pile_shards: int = 8
     num_slimpajama_chunks: int = 2
     files_per_chunk: int = 8
@@ -82,8 +92,10 @@ class CorpusPaths:
 
 
 def split_of(key: str, heldout_fraction: float, seed: int) -> str:
-    """train | val | test for a document key, from a hash (stable across runs and Python versions)."""
-    u = int(hashlib.sha256(f"{seed}:{key}".encode()).hexdigest()[:12], 16) / 16**12  # uniform in [0, 1)
+    """train | val | test for a document key, from a hash (stable across runs and Python versions). All pieces
+    ``<key>#<i>`` of one module or topic go to the same split, so no module is both trained and validated on."""
+    origin = key.split("#", 1)[0]
+    u = int(hashlib.sha256(f"{seed}:{origin}".encode()).hexdigest()[:12], 16) / 16**12  # uniform in [0, 1)
     if u < heldout_fraction:
         return "val"
     return "test" if u < 2 * heldout_fraction else "train"
@@ -100,9 +112,13 @@ def build_documents(spec: CorpusSpec) -> tuple[list[Document], list[Document]]:
         code = code_document(source, tree, name, SLIMPAJAMA_SUBSETS[0])
         if code is not None:
             downstream.append(code)
-    up = _cap(_shuffled(upstream, spec.seed), spec.max_upstream_bytes)
-    down = _cap(_shuffled(downstream, spec.seed + 1), spec.max_downstream_bytes)
+    up = _cap(_shuffled(_pieces(upstream, spec), spec.seed), spec.max_upstream_bytes)
+    down = _cap(_shuffled(_pieces(downstream, spec), spec.seed + 1), spec.max_downstream_bytes)
     return up, down
+
+
+def _pieces(docs: list[Document], spec: CorpusSpec) -> list[Document]:
+    return [piece for doc in docs for piece in split_document(doc, spec.max_document_bytes)]
 
 
 def _shuffled(docs: list[Document], seed: int) -> list[Document]:

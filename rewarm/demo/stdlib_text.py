@@ -116,6 +116,32 @@ def _is_docstring(stmt: ast.stmt) -> bool:
     return isinstance(stmt, ast.Expr) and isinstance(stmt.value, ast.Constant) and isinstance(stmt.value.value, str)
 
 
+def split_document(doc: Document, max_bytes: int) -> list[Document]:
+    """Cut a long document at blank lines into pieces of at most ~``max_bytes`` (a longer paragraph is cut
+    at line ends). Piece keys are ``<key>#<i>``: the part before ``#`` still names the module or topic."""
+    if len(doc.text.encode()) <= max_bytes:
+        return [doc]
+    pieces: list[str] = []
+    current = ""
+    for para in _paragraphs(doc.text, max_bytes):
+        if current and len((current + para).encode()) > max_bytes:
+            pieces.append(current)
+            current = ""
+        current += para
+    if current.strip():
+        pieces.append(current)
+    return [Document(f"{doc.key}#{i}", doc.subset, p) for i, p in enumerate(pieces) if p.strip()]
+
+
+def _paragraphs(text: str, max_bytes: int) -> list[str]:
+    """Blank-line separated blocks (separator kept); a block longer than ``max_bytes`` becomes its lines."""
+    out = []
+    for block in text.split("\n\n"):
+        block += "\n\n"
+        out.extend(block.splitlines(keepends=True) if len(block.encode()) > max_bytes else [block])
+    return out
+
+
 def parse_modules(root: Path | None = None) -> list[tuple[str, str, ast.Module]]:
     """(module name, source, syntax tree) of every library module that parses; the others are skipped."""
     root = root or stdlib_dir()

@@ -15,7 +15,14 @@ from rewarm.demo.corpus import (
     read_jsonl_zst,
     split_of,
 )
-from rewarm.demo.stdlib_text import docstring_document, module_files, stdlib_dir, strip_docstrings
+from rewarm.demo.stdlib_text import (
+    Document,
+    docstring_document,
+    module_files,
+    split_document,
+    stdlib_dir,
+    strip_docstrings,
+)
 
 SOURCE = '''"""Module docstring."""
 import os  # a comment that stays
@@ -107,8 +114,22 @@ def test_upstream_is_prose_and_downstream_is_code(small_corpus: CorpusPaths) -> 
     assert share(code, "()[]=_:") > 2 * share(prose, "()[]=_:")
 
 
-def test_split_of_is_a_stable_hash() -> None:
+def test_split_document_cuts_at_blank_lines() -> None:
+    paras = [f"paragraph {i}\n" + "word " * (10 + 7 * (i % 5)) for i in range(40)]
+    doc = Document("module:m", "S", "\n\n".join(paras))
+    pieces = split_document(doc, 500)
+    assert len(pieces) > 5 and [p.key for p in pieces] == [f"module:m#{i}" for i in range(len(pieces))]
+    assert all(len(p.text.encode()) <= 500 for p in pieces)
+    assert all(p.text.startswith("paragraph") for p in pieces)  # every piece starts at a paragraph
+    assert "".join(p.text for p in pieces).rstrip("\n") == doc.text
+    long_line = Document("k", "S", "x" * 50 + "\n" + "y" * 900)
+    assert "".join(p.text for p in split_document(long_line, 500)).rstrip("\n") == long_line.text
+    assert split_document(Document("k", "S", "short"), 500) == [Document("k", "S", "short")]
+
+
+def test_split_of_is_a_stable_hash_of_the_module() -> None:
     assert split_of("module:json", 0.1, 1) == split_of("module:json", 0.1, 1)
+    assert all(split_of(f"module:m{i}#3", 0.3, 1) == split_of(f"module:m{i}", 0.3, 1) for i in range(50))
     picks = [split_of(f"module:m{i}", 0.1, 7) for i in range(2000)]
     assert 0.07 < picks.count("val") / 2000 < 0.13 and 0.07 < picks.count("test") / 2000 < 0.13
 
