@@ -72,3 +72,18 @@ def progress_bar() -> L.Callback:
             return out
 
     return StepBar()
+
+
+class ReinstallSignals(L.Callback):
+    """Lightning registers its own SIGTERM handler when fit starts; in a multi-process run it calls a collective
+    inside the handler, which can deadlock against a rank in DDP's all-reduce. Put ours back (a flag only: the
+    step boundary decides, all ranks together)."""
+
+    def __init__(self, watcher: Any) -> None:
+        self.watcher = watcher
+
+    def on_train_start(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
+        import signal
+
+        for sig in self.watcher.SIGNALS:
+            signal.signal(sig, self.watcher._handler)

@@ -74,8 +74,12 @@ def evaluate_rows(
     n_sub = len(subset_names)
     sums = torch.zeros(2 + 2 * n_sub, dtype=torch.float64, device=device)  # [nll, tokens, sub nll..., sub tokens...]
     mine = torch.arange(rank, rows.shape[0], world_size)
-    for start in range(0, len(mine), batch_size):
+    per_rank = -(-rows.shape[0] // world_size)  # the most rows any rank has
+    for start in range(0, per_rank, batch_size):
         idx = mine[start:start + batch_size]
+        if len(idx) == 0:  # sharded models (ZeRO-3, FSDP2) gather weights in forward: every rank must call it
+            token_nll(model, rows[:1, :-1].to(device), rows[:1, 1:].to(device))
+            continue
         batch = rows[idx].to(device, non_blocking=True)
         nll = token_nll(model, batch[:, :-1], batch[:, 1:]).double()  # (B, T)
         sums[0] += nll.sum()

@@ -193,7 +193,9 @@ def run(cfg: RunConfig) -> Path:
     )
     module.after_step = partial(_after_step, module=module, checkpointer=checkpointer, signals=signals,
                                 hf_every=cfg.checkpoint.hf_every_steps, tokenizer=tokenizer, run_dir=run_dir)
-    callbacks = build_callbacks(cfg.logging.progress)
+    from rewarm.callbacks import ReinstallSignals
+
+    callbacks = [*build_callbacks(cfg.logging.progress), ReinstallSignals(signals)]
     trainer = build_trainer(cfg, plan, loggers, callbacks)
     ckpt = resolve_resume(cfg.resume.mode, run_dir)
     from rewarm.resume import prepare_resume
@@ -245,8 +247,10 @@ def _after_step(trainer: Any, steps_done: int, *, module: Any, checkpointer: Any
         due = module._all_reduce(torch.tensor(float(due), device=module.device)).item() > 0
     if due:
         checkpointer.save(trainer, reason="periodic")
-    if hf_every and steps_done % hf_every == 0 and trainer.is_global_zero:
-        export_hf(module.model, tokenizer, run_dir / "hf" / f"step{steps_done}")
+    if hf_every and steps_done % hf_every == 0:  # collective: sharded weights are gathered, rank 0 writes
+        from rewarm.export import export_trained
+
+        export_trained(trainer, module.model, tokenizer, run_dir / "hf" / f"step{steps_done}")
     # signals last: one that arrives during the periodic save above is still seen in this step
     stop = signals.received is not None
     if trainer.world_size > 1:  # every rank must agree, or the collective save would hang
@@ -269,12 +273,6 @@ def _exit_preempted(run_dir: Path) -> None:
         subprocess.run(["scontrol", "requeue", job], check=False)
     log.warning("preempted: checkpoint saved in %s/checkpoints; exiting with code %d", run_dir, PREEMPTED_EXIT_CODE)
     raise SystemExit(PREEMPTED_EXIT_CODE)
-
-
-def export_hf(model: Any, tokenizer: Any, out: Path) -> None:
-    out.mkdir(parents=True, exist_ok=True)
-    model.save_pretrained(out)
-    tokenizer.save_pretrained(out)
 
 
 def write_summary(run_dir: Path, module: Any, step: int) -> None:

@@ -12,6 +12,7 @@ import math
 import re
 import subprocess
 import sys
+from contextlib import contextmanager
 from pathlib import Path
 
 import pytest
@@ -23,10 +24,10 @@ LAST_LINE = re.compile(r"^(?P<name>[a-z_]+)=(?P<value>nan|[0-9]+(\.[0-9]+)?)$")
 QUIETED = ("lightning", "lightning.pytorch", "lightning.fabric", "rewarm", "transformers", "datasets")
 
 
-@pytest.fixture()
-def bench_modules():
-    """Import benchmark scripts as modules; afterwards restore what they change process-wide (torch threads,
-    logger levels, transformers' verbosity and progress bars) so later tests see the usual setup."""
+@contextmanager
+def restored_process():
+    """Restore what the scripts change process-wide (torch threads, logger levels, transformers' verbosity
+    and progress bars): they run inside the test process, later tests must see the usual setup."""
     import logging
 
     import torch
@@ -36,15 +37,24 @@ def bench_modules():
     levels = {n: logging.getLogger(n).level for n in QUIETED}
     verbosity = transformers.utils.logging.get_verbosity()
     bars = transformers.utils.logging.is_progress_bar_enabled()
+    try:
+        yield
+    finally:
+        torch.set_num_threads(threads)
+        for n, level in levels.items():
+            logging.getLogger(n).setLevel(level)
+        transformers.utils.logging.set_verbosity(verbosity)
+        if bars:
+            transformers.utils.logging.enable_progress_bar()
+
+
+@pytest.fixture()
+def bench_modules():
+    """Import benchmark scripts as modules (benchmarks/ on sys.path) inside ``restored_process``."""
     sys.path.insert(0, str(BENCH))
-    yield lambda name: importlib.import_module(name)
+    with restored_process():
+        yield lambda name: importlib.import_module(name)
     sys.path.remove(str(BENCH))
-    torch.set_num_threads(threads)
-    for n, level in levels.items():
-        logging.getLogger(n).setLevel(level)
-    transformers.utils.logging.set_verbosity(verbosity)
-    if bars:
-        transformers.utils.logging.enable_progress_bar()
 
 
 def last_line(text: str) -> tuple[str, float]:
@@ -98,21 +108,16 @@ def test_common_helpers_build_a_loadable_world(bench_modules, tmp_path):
     assert C.corpus(path, 10, seed=0).stat().st_mtime_ns == path.stat().st_mtime_ns  # reused, not rewritten
 
 
-def test_scripts_leave_the_process_as_they_found_it(bench_modules):
-    """Guards the fixture above: the scripts run inside the test process."""
+def test_process_settings_are_restored_after_a_script(bench_modules):
     import logging
 
     import torch
 
-    before = (torch.get_num_threads(), logging.getLogger("rewarm").level)
     C = bench_modules("_common")
-    C.set_threads(1)
-    C.quiet_logs()
-    assert logging.getLogger("rewarm").level == logging.ERROR
-    assert before  # restored by the fixture's teardown; checked in the next test
-
-
-def test_previous_test_was_restored():
-    import logging
-
-    assert logging.getLogger("rewarm").level != logging.ERROR
+    threads, level = torch.get_num_threads(), logging.getLogger("rewarm").level
+    with restored_process():
+        C.set_threads(threads + 1)
+        C.quiet_logs()
+        assert logging.getLogger("rewarm").level == logging.ERROR
+        assert torch.get_num_threads() == threads + 1
+    assert (torch.get_num_threads(), logging.getLogger("rewarm").level) == (threads, level)
