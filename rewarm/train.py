@@ -215,7 +215,8 @@ def run(cfg: RunConfig) -> Path:
     try:
         trainer.fit(module, ckpt_path=str(ckpt / "state.ckpt") if ckpt else None)
     finally:
-        signals.uninstall()
+        if signals.received is None:  # preempted: keep the flag-only handlers; _exit_preempted ignores the signals
+            signals.uninstall()
         for lg in loggers:
             lg.finalize("success")
         _finish_wandb(loggers)
@@ -263,10 +264,15 @@ def _after_step(trainer: Any, steps_done: int, *, module: Any, checkpointer: Any
 
 def _exit_preempted(run_dir: Path) -> None:
     """Requeue under SLURM (the next start resumes with resume=auto), else exit with PREEMPTED_EXIT_CODE."""
+    import signal
     import subprocess
 
-    from rewarm.checkpointing import PREEMPTED_EXIT_CODE
+    from rewarm.checkpointing import PREEMPTED_EXIT_CODE, SignalWatcher
 
+    # The checkpoint is saved. SLURM signals every task and a rank may have stopped because another got it first:
+    # its own SIGTERM, arriving late (even during interpreter shutdown), must not kill it (exit -15, no requeue).
+    for sig in SignalWatcher.SIGNALS:
+        signal.signal(sig, signal.SIG_IGN)
     job = os.environ.get("SLURM_JOB_ID")
     if job and os.environ.get("SLURM_PROCID", "0") == "0":
         log.warning("preempted: requeueing SLURM job %s", job)

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import logging
+import os
 import time
 import warnings
 from pathlib import Path
@@ -71,6 +72,7 @@ def main(argv: list[str]) -> int:
 
 def _quiet_libraries() -> None:
     """Keep the demo's output readable: no per-save progress bars, no Lightning banners, no deprecation noise."""
+    os.environ.setdefault("WANDB_SILENT", "true")  # offline wandb prints a run summary per run otherwise
     warnings.filterwarnings("ignore", category=DeprecationWarning)
     warnings.filterwarnings("ignore", message=".*LeafSpec.*")
     import lightning.pytorch  # noqa: F401  (it sets its loggers' levels on import: import first, then quiet them)

@@ -66,8 +66,8 @@ class StudyPlan:
 
     @property
     def rewarmed(self) -> list[str]:
-        """Every run that starts from the base model and trains on downstream (all but scratch and upstream)."""
-        return [self.constant, *self.rewarmed_downstream, self.replay]
+        """Every run that rewarms the base model's LR on downstream (all but constant, scratch and upstream)."""
+        return [*self.rewarmed_downstream, self.replay]
 
 
 def cosine(max_lr: float, warmup_fraction: float) -> list[str]:

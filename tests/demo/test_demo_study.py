@@ -27,7 +27,7 @@ def test_run_names_and_roles(env: tuple[CorpusPaths, list[str]]) -> None:
     assert list(plan.runs) == [MAIN, f"{MAIN}-seed1", "constant", "rewarm-0.5x", "rewarm-2x", "warmup-0",
                                "replay-5pct", "upstream-rewarm", "scratch"]
     assert plan.lr_runs == [(0.5 * P, "rewarm-0.5x"), (P, MAIN), (2 * P, "rewarm-2x")]
-    assert set(plan.rewarmed) == set(plan.runs) - {"scratch", "upstream-rewarm"}
+    assert set(plan.rewarmed) == set(plan.runs) - {"constant", "scratch", "upstream-rewarm"}
     with pytest.raises(ValueError, match="must include 1"):
         plan_study(P, env[0], StudyRecipe(lr_factors=(0.5, 2.0)))
 
