@@ -77,7 +77,9 @@ class DeepSpeedConfig:
     offload_params: bool = False
     """Keep parameters in CPU memory (stage 3 only)."""
     allgather_bucket_size: int = 200_000_000
+    """Elements all-gathered at once (ZeRO-2/3 parameter gathering); larger = fewer, bigger messages."""
     reduce_bucket_size: int = 200_000_000
+    """Elements reduced at once (gradient reduce-scatter); larger = fewer, bigger messages."""
     config_file: str | None = None
     """A DeepSpeed JSON merged on top of the generated config."""
 
