@@ -222,6 +222,8 @@ class LoggingConfig:
     """Log level of rewarm's own messages (DEBUG, INFO, WARNING)."""
 
     def validate(self) -> None:
+        if self.progress == "False":  # YAML 1.1 reads a bare `off` as false
+            self.progress = "off"
         _choice("progress", self.progress, ("auto", "bar", "lines", "off"))
         with key_prefix("wandb"):
             self.wandb.validate()

@@ -78,3 +78,10 @@ def test_resolved_yaml_round_trips(tmp_path: Path) -> None:
     p = tmp_path / "config.yaml"
     p.write_text(to_yaml(cfg))
     assert load(p) == cfg
+
+
+def test_progress_off_survives_yaml_booleans(tmp_path: Path) -> None:
+    assert load(None, [*BASE, "logging.progress=off"]).logging.progress == "off"
+    p = tmp_path / "c.yaml"
+    p.write_text("logging: {progress: off}\n")
+    assert load(p, BASE).logging.progress == "off"

@@ -80,3 +80,13 @@ def test_base_model_is_pythia_shaped(small_tokenizer: Path, tmp_path: Path) -> N
     assert not cfg.tie_word_embeddings and cfg.hidden_dropout == 0 and cfg.attention_dropout == 0
     assert cfg.vocab_size == padded_vocab_size(len(tok)) and cfg.vocab_size % 128 == 0 and cfg.vocab_size >= len(tok)
     assert cfg.eos_token_id == tok.eos_token_id == 0
+
+
+def test_cli_options_and_missing_config(capsys: pytest.CaptureFixture[str], tmp_path: Path) -> None:
+    from rewarm.demo.cli import main, parser
+
+    args = parser().parse_args([])
+    assert (args.out, args.cache, args.quick, args.config) == (Path("runs/demo"), Path(".cache/rewarm-demo"), False,
+                                                               DEFAULT_CONFIG)
+    assert main(["--config", str(tmp_path / "missing.yaml")]) == 2
+    assert "config not found" in capsys.readouterr().out
