@@ -21,12 +21,13 @@ def _config_parser(prog: str, description: str) -> argparse.ArgumentParser:
     return p
 
 
-def load_or_exit(config: str, overrides: list[str]) -> RunConfig:
+def load_or_report(config: str, overrides: list[str]) -> RunConfig | None:
+    """The validated config, or None after printing the refusal (the caller exits with EXIT_CONFIG)."""
     try:
         return load(config, overrides)
     except ConfigError as e:
         print(f"error: invalid config: {e}", file=sys.stderr)
-        raise SystemExit(EXIT_CONFIG) from None
+        return None
 
 
 def _fail(e: Exception) -> int:
@@ -36,7 +37,9 @@ def _fail(e: Exception) -> int:
 
 def train_main(argv: list[str]) -> int:
     args = _config_parser("train", "Train (or resume, resume=auto) a run.").parse_args(argv)
-    cfg = load_or_exit(args.config, args.overrides)
+    cfg = load_or_report(args.config, args.overrides)
+    if cfg is None:
+        return EXIT_CONFIG
     from rewarm.train import run
 
     try:
@@ -49,7 +52,9 @@ def train_main(argv: list[str]) -> int:
 
 def check_main(argv: list[str]) -> int:
     args = _config_parser("check", "Validate a config and print the run plan.").parse_args(argv)
-    cfg = load_or_exit(args.config, args.overrides)
+    cfg = load_or_report(args.config, args.overrides)
+    if cfg is None:
+        return EXIT_CONFIG
     try:
         from rewarm.data import check_paths
 
@@ -68,24 +73,24 @@ def format_plan(cfg: RunConfig) -> str:
 
     plan = batch_plan(cfg)
     lr = build_lr_fn(cfg.schedule, plan.max_steps, plan.tokens_per_step)
-    lrs = [lr(t) for t in range(plan.max_steps)]
+    phases = plan_phases(cfg.schedule, plan.max_steps, plan.tokens_per_step)
+    peak = max([lr(0), *(p.lr_start for p in phases), *(p.lr_end for p in phases)])  # every phase is monotone
     model_cfg = read_model_config(cfg.model.name_or_path, cfg.model.revision)
     n_params = parameter_count_from_config(model_cfg) if model_cfg else None
     lines = [
         f"run            {cfg.run_dir}",
         f"model          {cfg.model.name_or_path}" + (f" @ {cfg.model.revision}" if cfg.model.revision else "")
-        + f" ({cfg.model.init})" + (f", {n_params / 1e6:.1f}M parameters" if n_params else ""),
+        + f" ({cfg.model.init})" + (f", {n_params:,} parameters" if n_params else ""),
         f"batch          {plan.micro_batch_size} rows x {plan.grad_accum_steps} accumulation x {plan.world_size} "
         f"devices = {plan.rows_per_step} rows x {plan.seq_len} tokens",
         f"optimizer steps {plan.max_steps}",
         f"tokens/step    {plan.tokens_per_step:,}",
         f"total tokens   {plan.total_tokens:,}",
-        f"schedule       {cfg.schedule.name}: LR start {lrs[0]:.4g}, peak {max(lrs):.4g}, end {lrs[-1]:.4g}",
+        f"schedule       {cfg.schedule.name}: LR start {lr(0):.4g}, peak {peak:.4g}, end {lr(plan.max_steps - 1):.4g}",
     ]
-    for ph in plan_phases(cfg.schedule, plan.max_steps, plan.tokens_per_step):
+    for ph in phases:
         lines.append(f"  {ph.name:<12} steps {ph.start_step:>8} - {ph.end_step:<8} LR {ph.lr_start:.4g} -> {ph.lr_end:.4g}")
-    warm = next((ph for ph in plan_phases(cfg.schedule, plan.max_steps, plan.tokens_per_step)
-                 if ph.name == "warmup"), None)
+    warm = next((ph for ph in phases if ph.name == "warmup"), None)
     lines.append(f"warmup steps   {warm.end_step - warm.start_step if warm else 0}")
     lines.append("train sources  " + ", ".join(f"{n} (weight {s.weight:g})" for n, s in sorted(cfg.data.train.items())))
     for name, vs in cfg.data.val.items():
@@ -98,7 +103,9 @@ def eval_main(argv: list[str]) -> int:
     p = _config_parser("eval", "Evaluate a model directory or run checkpoint on the configured validation sets.")
     p.add_argument("--checkpoint", required=True, help="HF model directory, run directory, or checkpoint directory")
     args = p.parse_args(argv)
-    cfg = load_or_exit(args.config, args.overrides)
+    cfg = load_or_report(args.config, args.overrides)
+    if cfg is None:
+        return EXIT_CONFIG
     from rewarm.evaluation_cli import evaluate_checkpoint
 
     try:

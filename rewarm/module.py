@@ -95,6 +95,7 @@ class RewarmModule(L.LightningModule):
         self._loader: Any = None
         self._reset_step_accumulators()
         self._row: dict[str, Any] = {}
+        self._pending: tuple | None = None  # a metrics row waiting for its device values (see _defer_emit)
         self._evaluated_step = -1
         self._t_last: float | None = None
         self._perf_tokens0 = 0
@@ -121,10 +122,16 @@ class RewarmModule(L.LightningModule):
         loss = nll.sum() / (labels != -100).sum().clamp(min=1)
         self._loss_sum = self._loss_sum + loss.detach()
         self._micro += 1
+        return loss
+
+    def on_before_batch_transfer(self, batch: Any, dataloader_idx: int) -> Any:
+        """On the host, before the copy to the device: count rows per source here (torch.bincount on CUDA
+        and the .tolist() of its result are host syncs), and keep the pipeline state (plain Python) out of
+        the device transfer."""
         counts = torch.bincount(batch["source_ids"], minlength=len(self.source_names))
         self._source_rows = counts if self._source_rows is None else self._source_rows + counts
-        self.data_state = batch.get("data_state")
-        return loss
+        self.data_state = batch.pop("data_state", None)
+        return batch
 
     def on_train_batch_start(self, batch: Any, batch_idx: int) -> None:
         if self._micro == 0 and self._should_eval(self.global_step):
@@ -152,7 +159,7 @@ class RewarmModule(L.LightningModule):
         if step % self.steps.log_every_steps == 0 or self._row:
             self._row.update(self._train_metrics())
         if self._row:
-            self._emit(step, tokens_before)
+            self._defer_emit(step, tokens_before)
         self._reset_step_accumulators()
         if self.after_step is not None:
             self.after_step(self.trainer, self.global_step)
@@ -163,14 +170,19 @@ class RewarmModule(L.LightningModule):
             self.source_tokens[i] += int(n) * self.steps.seq_len
         self.tokens_seen += int(sum(rows)) * self.steps.seq_len
 
-    def _train_metrics(self) -> dict[str, float]:
+    def _train_metrics(self) -> dict[str, Any]:
+        """The step's metrics. ``train/loss`` and a tensor ``optim/grad_norm`` stay on the device here: they
+        are copied to the host asynchronously and read one step later (``_defer_emit``), so the host never
+        waits for the GPU to finish the step it has just queued."""
         loss = self._all_reduce(torch.as_tensor(self._loss_sum, dtype=torch.float64, device=self.device))
-        out: dict[str, float] = {
-            "train/loss": loss.item() / (self._micro * self.trainer.world_size),
+        out: dict[str, Any] = {
+            "train/loss": loss / (self._micro * self.trainer.world_size),
             "optim/lr": self._lr if self._lr is not None else float("nan"),
             "data/tokens_seen": self.tokens_seen,
         }
-        if self._grad_norm is not None:
+        if isinstance(self._grad_norm, torch.Tensor):
+            out["optim/grad_norm"] = self._grad_norm.detach()
+        elif self._grad_norm is not None:  # DeepSpeed's lazy norm: read now, it is overwritten next step
             out["optim/grad_norm"] = float(self._grad_norm)
         total = max(1, self.tokens_seen)
         for name, n in zip(self.source_names, self.source_tokens, strict=True):
@@ -178,8 +190,10 @@ class RewarmModule(L.LightningModule):
             out[f"data/{name}/fraction"] = n / total
         if self.data_state is not None:  # pipeline counters of this rank's state: sum skips over ranks
             data = self.state_metrics(self.data_state)
-            skipped = torch.tensor(data.get("data/skipped_records", 0.0), dtype=torch.float64, device=self.device)
-            out["data/skipped_records"] = self._all_reduce(skipped).item()
+            skipped = data.get("data/skipped_records", 0.0)
+            if self.trainer.world_size > 1:  # a collective: only where there is something to reduce
+                skipped = self._all_reduce(torch.tensor(skipped, dtype=torch.float64, device=self.device)).item()
+            out["data/skipped_records"] = skipped
             out.update({k: v for k, v in data.items() if k.endswith("/passes")})
         out.update(self._perf_metrics())
         return out
@@ -201,6 +215,36 @@ class RewarmModule(L.LightningModule):
             out["perf/peak_rss_gib"] = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 2**20
         self._t_last, self._perf_tokens0 = now, self.tokens_seen
         return out
+
+    def _defer_emit(self, step: int, tokens: int) -> None:
+        """Queue this row: its device tensors start an async copy to (pinned) host memory now; the row is
+        written at the next step's end (or at a flush), when that copy has long finished."""
+        self.flush_metrics()
+        row, tensors = dict(self._row), {k: v for k, v in self._row.items() if isinstance(v, torch.Tensor)}
+        self._row = {}
+        keys, host, event = list(tensors), None, None
+        if keys:
+            dev = torch.stack([tensors[k].double().reshape(()) for k in keys])
+            host = torch.empty(dev.shape, dtype=dev.dtype, pin_memory=dev.is_cuda)
+            host.copy_(dev, non_blocking=True)
+            if dev.is_cuda:
+                event = torch.cuda.Event()
+                event.record()
+        self._pending = (step, tokens, row, keys, host, event)
+
+    def flush_metrics(self) -> None:
+        """Write the queued row (called before the next one, before checkpoints, at the end of training)."""
+        pending, self._pending = self._pending, None
+        if pending is None:
+            return
+        step, tokens, row, keys, host, event = pending
+        if event is not None:
+            event.synchronize()  # waits for that step's work only, not for the steps queued since
+        if host is not None:
+            row.update(zip(keys, host.tolist(), strict=True))
+        self._row, saved = row, self._row
+        self._emit(step, tokens)
+        self._row = saved
 
     def _emit(self, step: int, tokens: int) -> None:
         """One metrics row. ``tokens``: training tokens the model had consumed when the row's losses were
@@ -245,6 +289,7 @@ class RewarmModule(L.LightningModule):
         self._evaluated_step = step
 
     def on_train_end(self) -> None:
+        self.flush_metrics()
         step = self.global_step
         if step != self._evaluated_step:
             self._run_eval(step)
@@ -269,6 +314,8 @@ class RewarmModule(L.LightningModule):
         because Lightning reads the loader after its prefetch (one batch ahead: a resume would skip it)."""
         from rewarm.data import gather_state
         from rewarm.resume import gather_objects
+
+        self.flush_metrics()  # metrics.csv holds every step the checkpoint holds
 
         data_state = gather_state(self.data_state) if self.data_state is not None else None
         fit_state = checkpoint.get("loops", {}).get("fit_loop", {}).get("state_dict", {})
