@@ -9,6 +9,7 @@ must stay fast).
 from __future__ import annotations
 
 import math
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -388,6 +389,18 @@ def _known_keys(key: str) -> str:
     if OmegaConf.is_dict(node) and len(node):
         return f"; known keys here: {', '.join(str(k) for k in node.keys())}"
     return ""
+
+
+def flatten(tree: Mapping[str, Any], prefix: str = "") -> dict[str, Any]:
+    """Nested mappings -> ``{"a.b.c": leaf}``. Lists are leaves; dotted keys in the input are kept as given."""
+    out: dict[str, Any] = {}
+    for key, value in tree.items():
+        full = f"{prefix}.{key}" if prefix else str(key)
+        if isinstance(value, Mapping) and value:
+            out.update(flatten(value, full))
+        else:
+            out[full] = value
+    return out
 
 
 def to_yaml(cfg: RunConfig) -> str:

@@ -17,6 +17,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from rewarm.config import flatten
 from rewarm.errors import ResumeError
 
 log = logging.getLogger(__name__)
@@ -43,20 +44,6 @@ class Change:
 
     def __str__(self) -> str:
         return f"{self.key}: {_show(self.saved)} -> {_show(self.now)}"
-
-
-def flatten(tree: Any, prefix: str = "") -> dict[str, Any]:
-    """Nested dicts -> {dotted key: leaf}; lists are leaves (compared whole)."""
-    if not isinstance(tree, dict):
-        return {prefix: tree}
-    out: dict[str, Any] = {}
-    for k, v in tree.items():
-        key = f"{prefix}.{k}" if prefix else str(k)
-        if isinstance(v, dict) and v:
-            out.update(flatten(v, key))
-        else:
-            out[key] = v
-    return out
 
 
 def is_harmless(key: str) -> bool:

@@ -20,7 +20,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from rewarm.study.keys import flatten, format_value, short_keys
+from rewarm.config import flatten
+from rewarm.study.keys import format_value, short_keys
 
 log = logging.getLogger(__name__)
 

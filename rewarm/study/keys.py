@@ -17,18 +17,6 @@ MAX_NAME_CHARS = 80
 """Longer derived names are cut and get a short hash, so that file names stay usable."""
 
 
-def flatten(tree: Mapping[str, Any], prefix: str = "") -> dict[str, Any]:
-    """Nested mappings -> ``{"a.b.c": leaf}``. Lists are leaves; dotted keys in the input are kept as given."""
-    out: dict[str, Any] = {}
-    for key, value in tree.items():
-        full = f"{prefix}.{key}" if prefix else str(key)
-        if isinstance(value, Mapping) and value:
-            out.update(flatten(value, full))
-        else:
-            out[full] = value
-    return out
-
-
 def format_float(x: float) -> str:
     """Shortest of Python's repr and a compact scientific form: 0.0003 -> '3e-4', 0.1 -> '0.1'."""
     if x != x:  # YAML spells nan / inf like this

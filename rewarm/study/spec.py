@@ -26,8 +26,9 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from rewarm.config import flatten
 from rewarm.errors import ConfigError
-from rewarm.study.keys import flatten, format_value, name_value, sanitize, short_keys, unique
+from rewarm.study.keys import format_value, name_value, sanitize, short_keys, unique
 
 log = logging.getLogger(__name__)
 

@@ -5,7 +5,8 @@ from __future__ import annotations
 import pytest
 from omegaconf import OmegaConf
 
-from rewarm.study.keys import flatten, format_float, format_value, name_value, sanitize, short_keys, unique
+from rewarm.config import flatten
+from rewarm.study.keys import format_float, format_value, name_value, sanitize, short_keys, unique
 
 
 @pytest.mark.parametrize(
