@@ -163,6 +163,11 @@ def run(cfg: RunConfig) -> Path:
     plan = batch_plan(cfg)
     with key_prefix("data"):
         check_paths(cfg.data)
+    if cfg.trainer.strategy == "deepspeed":  # refuse a contradicting merge file before loading anything
+        from rewarm.strategies import full_deepspeed_config
+
+        with key_prefix("trainer"):
+            full_deepspeed_config(cfg.trainer, plan)
     run_dir = cfg.run_dir
     run_dir.mkdir(parents=True, exist_ok=True)
     os.environ.setdefault("TOKENIZERS_PARALLELISM", "false" if cfg.data.num_workers > 0 else "true")
