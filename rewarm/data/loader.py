@@ -9,6 +9,7 @@ stream, so ``batch["data_state"]`` is exact even though workers run ahead (prefe
 
 from __future__ import annotations
 
+import atexit
 import contextlib
 import copy
 import hashlib
@@ -143,7 +144,10 @@ class TrainLoader:
                                              prefetch_factor=2)
         with _single_threaded_fork(ctx.get_start_method() == "fork"):
             iterator = iter(loader)  # workers start here
-        yield from iterator
+        try:
+            yield from iterator
+        finally:  # an error or an abandoned iteration: stop the workers now (they ignore SIGTERM, see below)
+            getattr(iterator, "_shutdown_workers", lambda: None)()  # torch: the multi-worker iterator
 
 
 def check_compatible(state: dict[str, Any], fingerprint: str, layout: dict[str, int], rank: int) -> None:
@@ -226,6 +230,20 @@ def _single_threaded_fork(active: bool) -> Iterator[None]:
                 os.environ.pop("TOKENIZERS_PARALLELISM", None)
             else:
                 os.environ["TOKENIZERS_PARALLELISM"] = old
+
+
+def _kill_leftover_workers() -> None:
+    """Workers ignore SIGTERM (``_worker_init``): multiprocessing's own exit handler would ``terminate()`` a
+    worker still alive at interpreter exit and then wait for it forever. This handler is registered after
+    multiprocessing's, so it runs first (atexit is last-in first-out) and kills them for good."""
+    import multiprocessing
+
+    for child in multiprocessing.active_children():
+        if child.daemon:
+            child.kill()
+
+
+atexit.register(_kill_leftover_workers)
 
 
 def _worker_init(worker_id: int) -> None:
