@@ -242,17 +242,13 @@ class RewarmModule(L.LightningModule):
             event.synchronize()  # waits for that step's work only, not for the steps queued since
         if host is not None:
             row.update(zip(keys, host.tolist(), strict=True))
-        self._row, saved = row, self._row
-        self._emit(step, tokens)
-        self._row = saved
+        self._emit(step, tokens, row)
 
-    def _emit(self, step: int, tokens: int) -> None:
+    def _emit(self, step: int, tokens: int, row: dict[str, Any]) -> None:
         """One metrics row. ``tokens``: training tokens the model had consumed when the row's losses were
         measured (row ``s`` = the model after ``s`` updates)."""
-        row = {"tokens": tokens, **self._row}
         for logger in self.trainer.loggers:
-            logger.log_metrics(row, step=step)
-        self._row = {}
+            logger.log_metrics({"tokens": tokens, **row}, step=step)
 
     # ------------------------------------------------------------------ evaluation
     def _all_reduce(self, t: torch.Tensor) -> torch.Tensor:
@@ -295,8 +291,8 @@ class RewarmModule(L.LightningModule):
             self._run_eval(step)
         self.final_metrics = dict(self._row)
         if self._row:
-            self._row["data/tokens_seen"] = self.tokens_seen
-            self._emit(step, self.tokens_seen)
+            self._emit(step, self.tokens_seen, {**self._row, "data/tokens_seen": self.tokens_seen})
+            self._row = {}
 
     # ------------------------------------------------------------------ optimizer
     def configure_optimizers(self) -> Any:
