@@ -1,6 +1,6 @@
 """The README's configuration reference, generated from the config dataclasses and their field docstrings.
 
-    python -m rewarm.config_doc > docs/config-reference.md
+    python -m rewarm.config_doc   # the table of the README's "Configuration reference" (tests/test_docs.py checks it)
 """
 
 from __future__ import annotations
