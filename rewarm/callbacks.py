@@ -33,13 +33,8 @@ class ProgressLines(L.Callback):
         done = step - self._step0
         rate = done / (now - self._t0) if now > self._t0 else 0.0
         eta = (total - step) / rate if rate > 0 else float("nan")
-        per_step = pl_module.steps.seq_len * pl_module.steps.grad_accum_steps * trainer.world_size * _micro(batch)
-        # callbacks run before the module's hook that counts this step's tokens: count them here
-        log.info("step %d/%d  tokens %d  %.0f tok/s  ETA %s", step, total, step * per_step, rate * per_step, _hms(eta))
-
-
-def _micro(batch: Any) -> int:
-    return int(batch["input_ids"].shape[0])
+        tps = rate * pl_module.steps.tokens_per_step
+        log.info("step %d/%d  tokens %d  %.0f tok/s  ETA %s", step, total, pl_module.tokens_seen, tps, _hms(eta))
 
 
 def _hms(seconds: float) -> str:

@@ -33,6 +33,7 @@ class StepSettings:
     max_steps: int
     grad_accum_steps: int
     seq_len: int
+    tokens_per_step: int  # predicted tokens per optimizer step over all ranks (rows are always full)
     val_every_steps: int
     log_every_steps: int
     eval_batch_size: int
@@ -88,11 +89,11 @@ class RewarmModule(L.LightningModule):
         self.state_metrics = state_metrics
         self.after_step = after_step  # (trainer, steps done) -> None: checkpoints, exports, signals
         self.start_losses: dict[str, float] = {}  # val loss at step 0, per set (kept in checkpoints)
-        self.tokens_seen = 0  # training tokens consumed by completed optimizer steps
-        self.source_tokens = [0] * len(source_names)
+        self._source_tokens_base = [0] * len(source_names)  # all ranks' tokens per source up to the resume point
+        self._source_rows = torch.zeros(len(source_names), dtype=torch.float64)  # this rank's rows since, on host
+        self.final_metrics: dict[str, float] = {}
         self.data_state: Any = None  # pipeline state after the last batch trained on
         self._pending_data_state: Any = None
-        self._loader: Any = None
         self._reset_step_accumulators()
         self._row: dict[str, Any] = {}
         self._pending: tuple | None = None  # a metrics row waiting for its device values (see _defer_emit)
@@ -102,11 +103,21 @@ class RewarmModule(L.LightningModule):
         self.last_tokens_per_sec: float | None = None
 
     # ------------------------------------------------------------------ data
+    @property
+    def tokens_seen(self) -> int:
+        """Training tokens consumed by the completed optimizer steps (every step takes full rows)."""
+        return self.global_step * self.steps.tokens_per_step
+
+    def source_tokens(self) -> list[int]:
+        """Tokens per source over all ranks. A collective: call it on every rank at the same point."""
+        rows = self._all_reduce(self._source_rows.clone()).tolist()
+        return [base + int(n) * self.steps.seq_len for base, n in zip(self._source_tokens_base, rows, strict=True)]
+
     def train_dataloader(self) -> Any:
-        self._loader = self.loader_factory(self.global_rank, self.trainer.world_size)
+        loader = self.loader_factory(self.global_rank, self.trainer.world_size)
         if self._pending_data_state is not None:
-            self._loader.load_state_dict(self._pending_data_state)
-        return self._loader
+            loader.load_state_dict(self._pending_data_state)
+        return loader
 
     # ------------------------------------------------------------------ training
     def _reset_step_accumulators(self) -> None:
@@ -114,7 +125,6 @@ class RewarmModule(L.LightningModule):
         self._micro = 0
         self._grad_norm: torch.Tensor | None = None
         self._lr: float | None = None
-        self._source_rows: torch.Tensor | None = None
 
     def training_step(self, batch: dict[str, Any], batch_idx: int) -> torch.Tensor:
         labels = batch["labels"]
@@ -125,11 +135,9 @@ class RewarmModule(L.LightningModule):
         return loss
 
     def on_before_batch_transfer(self, batch: Any, dataloader_idx: int) -> Any:
-        """On the host, before the copy to the device: count rows per source here (torch.bincount on CUDA
-        and the .tolist() of its result are host syncs), and keep the pipeline state (plain Python) out of
-        the device transfer."""
-        counts = torch.bincount(batch["source_ids"], minlength=len(self.source_names))
-        self._source_rows = counts if self._source_rows is None else self._source_rows + counts
+        """On the host, before the copy to the device: count rows per source here (on the device it would
+        cost a host sync), and keep the pipeline state (plain Python) out of the device transfer."""
+        self._source_rows += torch.bincount(batch["source_ids"], minlength=len(self.source_names))
         self.data_state = batch.pop("data_state", None)
         return batch
 
@@ -154,21 +162,13 @@ class RewarmModule(L.LightningModule):
         if self._micro < self.steps.grad_accum_steps:
             return
         step = self.global_step - 1  # the optimizer step just taken (0-based)
-        tokens_before = self.tokens_seen
-        self._account_tokens()
         if step % self.steps.log_every_steps == 0 or self._row:
             self._row.update(self._train_metrics())
         if self._row:
-            self._defer_emit(step, tokens_before)
+            self._defer_emit(step, self.tokens_seen - self.steps.tokens_per_step)
         self._reset_step_accumulators()
         if self.after_step is not None:
             self.after_step(self.trainer, self.global_step)
-
-    def _account_tokens(self) -> None:
-        rows = self._all_reduce(self._source_rows.double()).tolist() if self._source_rows is not None else []
-        for i, n in enumerate(rows):
-            self.source_tokens[i] += int(n) * self.steps.seq_len
-        self.tokens_seen += int(sum(rows)) * self.steps.seq_len
 
     def _train_metrics(self) -> dict[str, Any]:
         """The step's metrics. ``train/loss`` and a tensor ``optim/grad_norm`` stay on the device here: they
@@ -185,7 +185,7 @@ class RewarmModule(L.LightningModule):
         elif self._grad_norm is not None:  # DeepSpeed's lazy norm: read now, it is overwritten next step
             out["optim/grad_norm"] = float(self._grad_norm)
         total = max(1, self.tokens_seen)
-        for name, n in zip(self.source_names, self.source_tokens, strict=True):
+        for name, n in zip(self.source_names, self.source_tokens(), strict=True):
             out[f"data/{name}/tokens"] = n
             out[f"data/{name}/fraction"] = n / total
         if self.data_state is not None:  # pipeline counters of this rank's state: sum skips over ranks
@@ -319,18 +319,18 @@ class RewarmModule(L.LightningModule):
         checkpoint["rewarm"] = {
             "start_losses": self.start_losses,
             "tokens_seen": self.tokens_seen,
-            "source_tokens": self.source_tokens,
+            "source_tokens": self.source_tokens(),
             "data_state": data_state,
             "evaluated_step": self._evaluated_step,
-            "final_metrics": getattr(self, "final_metrics", None),
+            "final_metrics": self.final_metrics or None,
             "rng": gather_objects(rng_state(), self.trainer.world_size),
         }
 
     def on_load_checkpoint(self, checkpoint: dict[str, Any]) -> None:
         state = checkpoint.get("rewarm", {})
         self.start_losses = dict(state.get("start_losses", {}))
-        self.tokens_seen = int(state.get("tokens_seen", 0))
-        self.source_tokens = list(state.get("source_tokens", self.source_tokens))
+        self._source_tokens_base = list(state.get("source_tokens", self._source_tokens_base))
+        self._source_rows.zero_()
         self.data_state = self._pending_data_state = state.get("data_state")
         self._evaluated_step = int(state.get("evaluated_step", -1))
         if state.get("final_metrics") is not None:

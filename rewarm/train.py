@@ -52,6 +52,7 @@ def build_module(cfg: RunConfig, plan: BatchPlan, model: Any, tokenizer: Any, va
                           getattr(c, "intermediate_size", None))
     steps = StepSettings(
         max_steps=plan.max_steps, grad_accum_steps=plan.grad_accum_steps, seq_len=plan.seq_len,
+        tokens_per_step=plan.tokens_per_step,
         val_every_steps=cfg.trainer.val_every_steps, log_every_steps=cfg.trainer.log_every_steps,
         eval_batch_size=cfg.trainer.micro_batch_size, flops_per_token=fpt, peak_flops=_job_peak_flops(plan),
     )
@@ -289,7 +290,7 @@ def _exit_preempted(run_dir: Path) -> None:
 def write_summary(run_dir: Path, module: Any, step: int) -> None:
     """Written last: its presence marks a finished run (sweeps skip those)."""
     summary = {"finished": True, "step": step, "tokens": module.tokens_seen,
-               "final": getattr(module, "final_metrics", {})}
+               "final": module.final_metrics}
     tmp = run_dir / "summary.json.tmp"
     tmp.write_text(json.dumps(summary, indent=1, sort_keys=True))
     os.replace(tmp, run_dir / "summary.json")
