@@ -5,6 +5,12 @@ Per rank there are ``L = max(1, num_workers)`` logical streams; per-rank batch `
 worker ``w`` runs stream ``(k0 + w) % L`` where ``k0`` is the number of batches already delivered. Each
 batch carries its stream's cursor; the loader keeps the cursor of the last *delivered* batch of every
 stream, so ``batch["data_state"]`` is exact even though workers run ahead (prefetch).
+
+What a worker sends is cheap to hand over: compact numpy batches (``_compact``: uint16 token ids where they
+fit, no separate labels), ``WORKER_BUNDLE`` consecutive batches of its stream per DataLoader item, pickled
+through the worker's pipe. torch's default, shared-memory tensors, costs a socket connection and a memory
+mapping per tensor. The main process puts the bundles back in per-rank order (``_interleave``) and makes
+the model's int64 tensors (``model_inputs``). Measured with benchmarks/data_throughput.py.
 """
 
 from __future__ import annotations
@@ -13,6 +19,7 @@ import atexit
 import contextlib
 import copy
 import hashlib
+import itertools
 import json
 import logging
 import os
@@ -32,6 +39,9 @@ from rewarm.errors import ResumeError
 
 logger = logging.getLogger(__name__)
 STATE_VERSION = 1
+# Batches per item a worker sends: the DataLoader's own cost per item (about 0.3 ms of CPU over the two
+# processes: its queues, pickling, a profiler scope) is paid once per WORKER_BUNDLE batches.
+WORKER_BUNDLE = 4
 
 
 def tokenizer_hash(tokenizer: Any) -> str:
@@ -129,9 +139,10 @@ class TrainLoader:
                             self.plan.rank, item["_end"])
                 return
             self._streams[item.pop("_stream")] = item.pop("_state")
+            batch: dict[str, Any] = model_inputs(item)
             self._batches += 1
-            item["data_state"] = self.state_dict()
-            yield item
+            batch["data_state"] = self.state_dict()
+            yield batch
 
     def _iter_in_process(self) -> Iterator[dict[str, Any]]:
         yield from _stream_items(self.plan, self.tokenizer, 0, self._streams[0])
@@ -141,11 +152,11 @@ class TrainLoader:
         ctx = _start_method(self.cfg)
         loader = torch.utils.data.DataLoader(dataset, batch_size=None, num_workers=self.cfg.num_workers,
                                              multiprocessing_context=ctx, worker_init_fn=_worker_init,
-                                             prefetch_factor=2)
+                                             prefetch_factor=2, collate_fn=_as_is)
         with _single_threaded_fork(ctx.get_start_method() == "fork"):
             iterator = iter(loader)  # workers start here
         try:
-            yield from iterator
+            yield from _interleave(iterator, self.plan.streams_per_rank)
         finally:  # an error or an abandoned iteration: stop the workers now (they ignore SIGTERM, see below)
             getattr(iterator, "_shutdown_workers", lambda: None)()  # torch: the multi-worker iterator
 
@@ -170,17 +181,40 @@ def check_compatible(state: dict[str, Any], fingerprint: str, layout: dict[str, 
 
 
 def _stream_items(plan: Plan, tokenizer: Any, stream: int, state: dict[str, Any]) -> Iterator[dict[str, Any]]:
-    """Batches of one logical stream, as tensors, each with its stream index and cursor after it."""
+    """Batches of one logical stream in compact form (``BatchMaker.make_batch``, narrowed by ``_compact``),
+    each with its stream index and cursor after it; a last item ``{"_end": source}`` when a source ends."""
     maker = BatchMaker(plan, stream, _backend(tokenizer), state)
     while True:
         try:
-            arrays = maker.make_batch()
+            item: dict[str, Any] = _compact(maker.make_batch())
         except SourceExhausted as e:
             yield {"_end": str(e), "_stream": stream}
             return
-        item: dict[str, Any] = {k: torch.from_numpy(np.ascontiguousarray(v)) for k, v in arrays.items()}
         item["_stream"], item["_state"] = stream, maker.state()
         yield item
+
+
+def _compact(batch: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
+    """The narrowest dtype that holds the values (token ids < 65536: uint16, positions < 32768: int16): what a
+    worker pickles through its pipe is then 4x smaller than int64."""
+    out = dict(batch)
+    if batch["tokens"].size and int(batch["tokens"].max()) < 1 << 16:
+        out["tokens"] = batch["tokens"].astype(np.uint16)
+    if "position_ids" in batch and batch["position_ids"].shape[-1] <= 1 << 15:
+        out["position_ids"] = batch["position_ids"].astype(np.int16)
+    return out
+
+
+def model_inputs(batch: dict[str, np.ndarray]) -> dict[str, torch.Tensor]:
+    """The model's int64 tensors of a compact batch: ``input_ids`` and ``labels`` (B, T), the labels being the
+    next tokens with -100 at ``masked``; ``source_ids`` (B,); ``position_ids`` (B, T) with document_mask."""
+    tokens = torch.from_numpy(batch["tokens"].astype(np.int64))
+    out = {"input_ids": tokens[:, :-1].contiguous(), "labels": tokens[:, 1:].contiguous(),
+           "source_ids": torch.from_numpy(batch["source_ids"].astype(np.int64, copy=False))}
+    if "position_ids" in batch:
+        out["position_ids"] = torch.from_numpy(batch["position_ids"].astype(np.int64))
+        out["labels"].view(-1)[torch.from_numpy(batch["masked"])] = -100
+    return out
 
 
 class _WorkerDataset(torch.utils.data.IterableDataset):
@@ -193,7 +227,43 @@ class _WorkerDataset(torch.utils.data.IterableDataset):
         info = torch.utils.data.get_worker_info()
         w = 0 if info is None else info.id
         s = (self.k0 + w) % self.plan.streams_per_rank
-        yield from _stream_items(self.plan, self.tokenizer, s, self.streams[s])
+        yield from _bundles(_stream_items(self.plan, self.tokenizer, s, self.streams[s]), WORKER_BUNDLE)
+
+
+def _bundles(items: Iterator[dict[str, Any]], size: int) -> Iterator[list[dict[str, Any]]]:
+    """Lists of ``size`` consecutive items (fewer at the end, or before an error, which is raised after them)."""
+    bundle: list[dict[str, Any]] = []
+    try:
+        for item in items:
+            bundle.append(item)
+            if len(bundle) == size:
+                yield bundle
+                bundle = []
+    except Exception:
+        if bundle:
+            yield bundle
+        raise
+    if bundle:
+        yield bundle
+
+
+def _interleave(bundles: Iterator[list[dict[str, Any]]], streams: int) -> Iterator[dict[str, Any]]:
+    """Per-rank batch order from the workers' bundles. The DataLoader hands out items round-robin over the
+    workers, so a round of ``streams`` bundles holds batches k .. k + streams * size - 1, worker w's bundle the
+    ones of stream (k + w) % streams: batch k + w + streams * t is its item t."""
+    while True:
+        round_ = list(itertools.islice(bundles, streams))
+        if not round_:
+            return
+        for t in range(max(len(b) for b in round_)):
+            for bundle in round_:
+                if t < len(bundle):
+                    yield bundle[t]
+
+
+def _as_is(item: Any) -> Any:
+    """The DataLoader's collate_fn: batches stay numpy arrays in the worker (see ``_stream_items``)."""
+    return item
 
 
 def _backend(tokenizer: Any) -> Any:

@@ -124,7 +124,10 @@ class BatchMaker:
         return self.stream + self.batches * self.plan.streams_per_rank
 
     def make_batch(self) -> dict[str, np.ndarray]:
-        """input_ids / labels (B, T), source_ids (B,), position_ids (B, T) with document_mask; numpy int64.
+        """The next per-rank batch, compact (what a worker sends; ``loader.model_inputs`` makes the model's
+        tensors of it): ``tokens`` (B, T + 1) int32, the rows; ``source_ids`` (B,) int64; with document_mask
+        also ``position_ids`` (B, T) int64 and ``masked`` (n,) int64, the flat indices into the (B, T) labels
+        of the predictions that cross a document boundary (the next token starts a document).
         Raises packing.SourceExhausted when a source ends with on_source_end=stop."""
         plan, k = self.plan, self.next_index
         choice = choose_rows(plan, k)
@@ -133,14 +136,12 @@ class BatchMaker:
             row, doc_starts = self._sub(i).next_row()
             rows.append(row)
             starts.append(doc_starts)
-        tokens = np.stack(rows)  # (B, T + 1)
-        batch = {"input_ids": tokens[:, :-1], "labels": tokens[:, 1:].copy(),
+        batch = {"tokens": np.stack(rows),
                  "source_ids": np.asarray([plan.subs[i].source_id for i in choice.tolist()], np.int64)}
         if plan.document_mask:
             batch["position_ids"] = document_positions(starts, plan.seq_len)
-            for b, doc_starts in enumerate(starts):
-                cut = [p - 1 for p in doc_starts if p >= 1]
-                batch["labels"][b, cut] = -100  # the prediction of a document's first token crosses a boundary
+            batch["masked"] = np.asarray([b * plan.seq_len + p - 1 for b, doc_starts in enumerate(starts)
+                                          for p in doc_starts if p >= 1], np.int64)
         self.batches += 1
         return batch
 

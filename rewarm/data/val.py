@@ -115,7 +115,7 @@ def _tokenize_rows(val: ValSetConfig, tokenizer: Any, seq_len: int, files: list[
     if texts:
         _flush(backend, eos, texts, labels, ids, subs)
     docs.close()
-    flat = np.concatenate(ids) if ids else np.zeros(0, np.int64)
+    flat = np.concatenate(ids).astype(np.int64) if ids else np.zeros(0, np.int64)
     n = min(n_rows, len(flat) // (seq_len + 1))
     if n == 0:
         raise DataError(f"validation files {files[:3]} hold {len(flat)} tokens: fewer than one row of "

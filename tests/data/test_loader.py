@@ -165,6 +165,18 @@ def test_exact_resume_with_mixing_workers_and_two_ranks(tokenizer, data_cfg, pil
         assert not any(same(a, b) for a, b in zip(full[0], full[1], strict=True))  # ranks read different data
 
 
+def test_a_worker_hands_over_the_same_batches_as_the_main_process(tokenizer, data_cfg, pile_dir, slim_dir):
+    """One worker (forkserver) and none make the same single logical stream: the int32 arrays a worker sends
+    through its pipe arrive as the same int64 tensors."""
+    batches = {w: take(loader(two_sources(data_cfg, pile_dir, slim_dir, num_workers=w, document_mask=True),
+                              tokenizer), 6) for w in (0, 1)}
+    for a, b in zip(batches[0], batches[1], strict=True):
+        assert set(a) == set(b) == {*KEYS, "data_state"}
+        assert all(a[k].dtype == b[k].dtype == torch.long for k in KEYS)
+        assert same(a, b)
+        assert a["data_state"]["ranks"] == b["data_state"]["ranks"]
+
+
 def test_resume_refuses_other_data_or_layout(tokenizer, data_cfg, pile_dir, slim_dir):
     cfg = two_sources(data_cfg, pile_dir, slim_dir, num_workers=0)
     state = take(loader(cfg, tokenizer), 2)[-1]["data_state"]

@@ -1,0 +1,101 @@
+"""Tokenizing a batch of documents into one flat int32 array, and the threaded read -> tokenize stages."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+from data_helpers import records, write_jsonl
+
+from rewarm.data.packing import (
+    ChunkReader,
+    SourceExhausted,
+    SubStream,
+    SubStreamSpec,
+    chunk_of,
+    encode,
+    flatten_ids,
+    tokenized,
+)
+
+
+def test_encode_is_each_document_then_eos(tokenizer):
+    texts = ["doc one, short", "a second document\nwith two lines", "x"]
+    flat, starts = encode(tokenizer.backend_tokenizer, texts, eos_id=0)
+    assert flat.dtype == np.int32 and starts.dtype == np.int64
+    expect = [tokenizer(t, add_special_tokens=False)["input_ids"] + [0] for t in texts]
+    assert starts.tolist() == np.cumsum([0] + [len(e) for e in expect]).tolist()
+    assert [flat[a:b].tolist() for a, b in zip(starts[:-1], starts[1:], strict=True)] == expect
+
+
+def test_flatten_ids_of_no_documents():
+    flat, starts = flatten_ids([], eos_id=7)
+    assert flat.shape == (0,) and flat.dtype == np.int32 and starts.tolist() == [0]
+
+
+def spec_of(path, **kw) -> SubStreamSpec:
+    values = dict(key="a", files=(str(path),), units=((0, 0, 1),), text_field="text", subset_field=None,
+                  subsets=None, shuffle_files=False, on_source_end="stop", on_bad_record="skip", seed=0)
+    values.update(kw)
+    return SubStreamSpec(**values)
+
+
+def test_read_and_tokenize_stages_give_the_document_stream(tokenizer, tmp_path):
+    """Batches of 7 documents: the chunks, concatenated, are every document + EOS in file order, and each
+    batch's end cursor points at the next record."""
+    recs = records(30)
+    path = write_jsonl(tmp_path / "a.jsonl.zst", recs)
+    backend = tokenizer.backend_tokenizer
+    batches = ChunkReader(spec_of(path), batch_docs=7).batches({"epoch": 0, "unit": 0, "record": 0, "skipped": 0})
+    chunks, ends = [], []
+    with pytest.raises(SourceExhausted):  # on_source_end=stop: the end of the pass
+        for batch, encodings in tokenized(batches, backend):
+            chunks.append(chunk_of(batch, encodings, eos_id=0))
+            ends.append(batch.end_state["record"])
+    flat, _ = encode(backend, [r["text"] for r in recs], eos_id=0)
+    assert np.concatenate([c.flat for c in chunks]).tolist() == flat.tolist()
+    assert [len(c.records) for c in chunks] == [7, 7, 7, 7, 2]
+    assert ends[:4] == [7, 14, 21, 28]
+
+
+def data_threads() -> set:
+    import threading
+
+    return {t for t in threading.enumerate()
+            if t.is_alive() and t.name.startswith(("rewarm-data-prefetch", "rewarm-tokenize"))}
+
+
+def test_a_dropped_substream_stops_its_threads(tokenizer, tmp_path):
+    """The reading thread and the tokenizing pool hold neither the SubStream nor its consumer: dropping the
+    SubStream ends them (a worker with many sources must not accumulate threads)."""
+    import gc
+    import time
+
+    path = write_jsonl(tmp_path / "a.jsonl.zst", records(400))
+    before = data_threads()
+    sub = SubStream(spec_of(path, on_source_end="repeat"), tokenizer.backend_tokenizer, 0, seq_len=16, batch_docs=4)
+    for _ in range(5):
+        sub.next_row()
+    started = data_threads() - before
+    assert {t.name.split("_")[0] for t in started} == {"rewarm-data-prefetch", "rewarm-tokenize"}
+    del sub
+    gc.collect()
+    deadline = time.monotonic() + 10
+    while data_threads() - before and time.monotonic() < deadline:
+        time.sleep(0.05)
+    assert not data_threads() - before
+
+
+def test_tokenized_hands_out_the_batches_read_before_an_error(tokenizer):
+    from rewarm.data.packing import TextBatch
+    from rewarm.errors import DataError
+
+    def batches():
+        for i in range(5):
+            yield TextBatch([f"text {i}"], [i], [0], 0, 0, {})
+        raise DataError("f.jsonl:6: malformed JSON")
+
+    got = []
+    with pytest.raises(DataError, match="f.jsonl:6"):
+        for batch, encodings in tokenized(batches(), tokenizer.backend_tokenizer, ahead=3):
+            got.append((batch.records[0], encodings[0].ids))
+    assert got == [(i, tokenizer(f"text {i}", add_special_tokens=False)["input_ids"]) for i in range(5)]
