@@ -72,7 +72,7 @@ def make_corpus(out: Path, mb: float) -> list[str]:
         with open(path, "wb") as fh, zstandard.ZstdCompressor(level=3).stream_writer(fh) as zw:
             while fh.tell() < min(SHARD_MB, mb - total / 1e6) * 1e6:
                 lines = [json.dumps({"text": f"# document {n + i}\n{next(cycle)}", "meta": {"pile_set_name": "Github"}})
-                         for i in range(2000)]
+                         for i in range(200)]
                 n += len(lines)
                 zw.write(("\n".join(lines) + "\n").encode())
                 zw.flush(zstandard.FLUSH_BLOCK)

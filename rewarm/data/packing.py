@@ -17,6 +17,7 @@ from __future__ import annotations
 import hashlib
 import itertools
 import logging
+import os
 from collections import deque
 from collections.abc import Iterator, Sequence
 from concurrent.futures import Future, ThreadPoolExecutor
@@ -63,6 +64,14 @@ TOKEN_DTYPE = np.int32
 # ~35 MB per batch of 256 8-KB documents. 1 -> 3 took the pipeline from 1.97 to 2.11 M tokens/s on 2 cores
 # (benchmarks/data_throughput.py over 2 shards; the bare tokenizer: 2.13).
 TOKENIZE_AHEAD = 3
+
+
+def tokenize_ahead() -> int:
+    """TOKENIZE_AHEAD while the tokenizer runs its own threads; 2 when it is single-threaded (several workers
+    set TOKENIZERS_PARALLELISM=false): then each call keeps one core busy, and one call overlapping the
+    consumer's work is enough."""
+    off = os.environ.get("TOKENIZERS_PARALLELISM", "true").strip().lower() in {"", "off", "false", "f", "no", "n", "0"}
+    return 2 if off else TOKENIZE_AHEAD
 
 
 @dataclass
@@ -176,7 +185,7 @@ class SubStream:
         # Reading runs ahead in a thread, tokenizing in a small pool (see the module docstring). The threads
         # hold their iterators only, so a dropped SubStream stops them.
         texts = Prefetcher(ChunkReader(spec, batch_docs).batches(self.cursor), depth=2)
-        self._encoded = tokenized(texts, tokenizer)
+        self._encoded = tokenized(texts, tokenizer, tokenize_ahead())
         self._chunk: Chunk | None = None
         self._pos = 0  # token offset in the current chunk
 

@@ -121,3 +121,23 @@ def test_process_settings_are_restored_after_a_script(bench_modules):
         assert logging.getLogger("rewarm").level == logging.ERROR
         assert torch.get_num_threads() == threads + 1
     assert (torch.get_num_threads(), logging.getLogger("rewarm").level) == (threads, level)
+
+
+def test_data_throughput_tiny_run_ends_with_both_ratios(tmp_path):
+    """The data pipeline benchmark at a tiny size (one 0.2 MB shard, seq 128), run as a script: both ratios
+    on the last two lines, the alternated rounds printed, each run counting the corpus' tokens."""
+    cmd = [sys.executable, str(BENCH / "data_throughput.py"), "--mb", "0.2", "--rss-mb", "", "--repeat", "2",
+           "--seq-len", "128", "--vocab", "300", "--work", str(tmp_path)]
+    proc = subprocess.run(cmd, capture_output=True, text=True, timeout=600)
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    lines = proc.stdout.strip().splitlines()
+    ratios = [LAST_LINE.match(line) for line in lines[-2:]]
+    assert all(ratios), lines[-2:]
+    assert [m["name"] for m in ratios] == ["ratio_vs_tokenizer", "ratio_vs_datasets_map"]
+    assert all(float(m["value"]) > 0 for m in ratios)
+    runs = [line for line in lines if line.startswith("[")]
+    assert [line.split()[:2] for line in runs] == [[f"[{r}]", n] for r in (1, 2)
+                                                   for n in ("tokenizer", "pipeline", "datasets_map")]
+    tokens = {line.split()[1]: float(line.split()[2]) for line in runs}  # M tokens of each run
+    assert tokens["datasets_map"] == pytest.approx(tokens["tokenizer"], rel=0.01)  # same texts + EOS
+    assert 0 < tokens["pipeline"] <= tokens["tokenizer"]  # full rows after the first batch

@@ -99,3 +99,15 @@ def test_tokenized_hands_out_the_batches_read_before_an_error(tokenizer):
         for batch, encodings in tokenized(batches(), tokenizer.backend_tokenizer, ahead=3):
             got.append((batch.records[0], encodings[0].ids))
     assert got == [(i, tokenizer(f"text {i}", add_special_tokens=False)["input_ids"]) for i in range(5)]
+
+
+@pytest.mark.parametrize("value,ahead", [(None, 3), ("true", 3), ("false", 2), ("0", 2), ("OFF", 2)])
+def test_tokenize_ahead_follows_the_tokenizers_parallelism(monkeypatch, value, ahead):
+    """Several workers tokenize single-threaded (TOKENIZERS_PARALLELISM=false): two batches at once then."""
+    from rewarm.data.packing import tokenize_ahead
+
+    if value is None:
+        monkeypatch.delenv("TOKENIZERS_PARALLELISM", raising=False)
+    else:
+        monkeypatch.setenv("TOKENIZERS_PARALLELISM", value)
+    assert tokenize_ahead() == ahead
