@@ -20,7 +20,7 @@ from typing import Any
 
 import numpy as np
 
-from rewarm.data.packing import SubStream, SubStreamSpec
+from rewarm.data.packing import SubStream, SubStreamSpec, tokenize_pool
 
 
 @dataclass(frozen=True)
@@ -112,6 +112,7 @@ class BatchMaker:
         self.batches = int(state["batches"])
         self._cursors: dict[str, dict[str, int]] = {k: dict(v) for k, v in state["subs"].items()}
         self._subs: dict[int, SubStream] = {}
+        self._pool = tokenize_pool()  # shared by the sub-streams: a bound on tokenizing threads and memory
 
     def state(self) -> dict[str, Any]:
         cursors = dict(self._cursors)
@@ -154,7 +155,7 @@ class BatchMaker:
                                  sub.shuffle_files, plan.on_source_end, plan.on_bad_record, plan.seed, sub.backend,
                                  sub.hf_dataset, sub.hf_split, reader, plan.readers)
             self._subs[i] = SubStream(spec, self.tokenizer, plan.eos_id, plan.seq_len, plan.batch_docs,
-                                      self._cursors.get(sub.key))
+                                      self._cursors.get(sub.key), self._pool)
         return self._subs[i]
 
 

@@ -6,10 +6,10 @@ A ``SubStream`` is the documents one reader (rank, stream) owns in one source (o
 (EOS included), plus counters. Restoring re-opens that unit and re-reads it up to ``record`` (cost: at most
 one shard) and re-tokenizes from there; tokenization is per document, so rows come out identical.
 
-Three stages overlap: a thread reads and parses batches of documents, a small pool tokenizes the next
-batches (the Rust tokenizer releases the GIL and runs on its own thread pool), and the caller turns token
-ids into arrays and cuts rows. Batches are consumed in the order they were read, so threads change no result.
-Token arrays are int32 until the loader makes the model's int64 tensors.
+Three stages overlap: per sub-stream a thread reads and parses batches of documents; a small pool per
+logical stream tokenizes the next batches into int32 arrays (the Rust tokenizer releases the GIL and runs on
+its own threads); the caller cuts rows. Batches are consumed in the order they were read, so threads change
+no result. Token arrays are int32 until the loader makes the model's int64 tensors.
 """
 
 from __future__ import annotations
@@ -59,19 +59,23 @@ class SubStreamSpec:
 
 
 TOKEN_DTYPE = np.int32
-# Batches of documents tokenized at once (see ``tokenized``). An encoding holds ~100 bytes per token until it
-# is flattened, so a worker holds about TOKENIZE_AHEAD x data.tokenize_batch_docs documents' worth of them:
-# ~35 MB per batch of 256 8-KB documents. 1 -> 3 took the pipeline from 1.97 to 2.11 M tokens/s on 2 cores
-# (benchmarks/data_throughput.py over 2 shards; the bare tokenizer: 2.13).
-TOKENIZE_AHEAD = 3
 
 
 def tokenize_ahead() -> int:
-    """TOKENIZE_AHEAD while the tokenizer runs its own threads; 2 when it is single-threaded (several workers
-    set TOKENIZERS_PARALLELISM=false): then each call keeps one core busy, and one call overlapping the
-    consumer's work is enough."""
+    """Batches of documents a logical stream tokenizes at once (its pool's threads, and each sub-stream's
+    batches in flight): 3 while the tokenizer runs its own threads, so that they never wait while a finished
+    call hands its results over under the GIL (1 -> 3: 1.97 -> 2.11 M tokens/s on 2 cores, the bare tokenizer
+    2.13; benchmarks/data_throughput.py). 2 when it is single-threaded (several workers set
+    TOKENIZERS_PARALLELISM=false): each call keeps one core busy, one call beside the consumer is enough.
+    A call holds ~100 bytes per token of encodings until they are flattened to int32."""
     off = os.environ.get("TOKENIZERS_PARALLELISM", "true").strip().lower() in {"", "off", "false", "f", "no", "n", "0"}
-    return 2 if off else TOKENIZE_AHEAD
+    return 2 if off else 3
+
+
+def tokenize_pool() -> ThreadPoolExecutor:
+    """The threads of one logical stream that tokenize (``encode``) for all its sub-streams: at most
+    ``tokenize_ahead()`` calls run at once, whatever the number of sources and subsets."""
+    return ThreadPoolExecutor(tokenize_ahead(), thread_name_prefix="rewarm-tokenize")
 
 
 @dataclass
@@ -123,40 +127,33 @@ def flatten_ids(encodings: Sequence[Any], eos_id: int) -> tuple[np.ndarray, np.n
     return flat, starts
 
 
-def chunk_of(batch: TextBatch, encodings: Sequence[Any], eos_id: int) -> Chunk:
-    flat, starts = flatten_ids(encodings, eos_id)
+def chunk_of(batch: TextBatch, flat: np.ndarray, starts: np.ndarray) -> Chunk:
     return Chunk(flat, starts, batch.records, np.asarray(batch.skipped, np.int64), batch.epoch, batch.unit,
                  batch.end_state)
 
 
-def tokenized(batches: Iterator[TextBatch], tokenizer: Any, ahead: int = TOKENIZE_AHEAD,
-              ) -> Iterator[tuple[TextBatch, list[Any]]]:
-    """Each batch with its encodings, in order (the ids stay in Rust objects until ``chunk_of``).
-
-    ``ahead`` batches are tokenized at once, from a small thread pool: when one call returns and its thread
-    waits for the GIL to hand over its results, the tokenizer's own threads are already busy with the next
-    batch instead of idling. An error of ``batches`` is raised after the batches read before it."""
+def encoded(batches: Iterator[TextBatch], tokenizer: Any, eos_id: int, pool: ThreadPoolExecutor,
+            ahead: int) -> Iterator[Chunk]:
+    """The Chunk of each batch, in order, tokenized on ``pool`` up to ``ahead`` batches ahead. A finished
+    batch waits as int32 arrays (``encode`` flattens in the pool's thread), not as encodings. An error of
+    ``batches`` is raised after the chunks of the batches read before it."""
     pending: deque[tuple[TextBatch, Future]] = deque()
     error: Exception | None = None
     exhausted = False
-    pool = ThreadPoolExecutor(ahead, thread_name_prefix="rewarm-tokenize")
-    try:
-        while True:
-            while not exhausted and len(pending) < ahead:
-                try:
-                    batch = next(batches)
-                except StopIteration:
-                    exhausted = True
-                except Exception as e:  # raised below, once the batches read before it are out
-                    error, exhausted = e, True
-                else:
-                    pending.append((batch, pool.submit(encode_batch, tokenizer, batch.texts)))
-            if not pending:
-                break
-            batch, future = pending.popleft()
-            yield batch, future.result()
-    finally:
-        pool.shutdown(wait=False, cancel_futures=True)
+    while True:
+        while not exhausted and len(pending) < ahead:
+            try:
+                batch = next(batches)
+            except StopIteration:
+                exhausted = True
+            except Exception as e:  # raised below, once the batches read before it are out
+                error, exhausted = e, True
+            else:
+                pending.append((batch, pool.submit(encode, tokenizer, batch.texts, eos_id)))
+        if not pending:
+            break
+        batch, future = pending.popleft()
+        yield chunk_of(batch, *future.result())
     if error is not None:
         raise error
 
@@ -177,15 +174,15 @@ class SubStream:
     """Rows of ``seq_len + 1`` tokens from one sub-stream; ``state()`` / ``__init__(state=...)`` resume exactly."""
 
     def __init__(self, spec: SubStreamSpec, tokenizer: Any, eos_id: int, seq_len: int, batch_docs: int,
-                 state: dict[str, int] | None = None) -> None:
+                 state: dict[str, int] | None = None, pool: ThreadPoolExecutor | None = None) -> None:
         self.spec, self.tokenizer, self.eos_id = spec, tokenizer, eos_id
         self.row_len, self.batch_docs = seq_len + 1, batch_docs
         self.cursor = dict(state or initial_cursor())
         self._skip_tokens = self.cursor["token"]  # tokens of the first document already used before a restore
-        # Reading runs ahead in a thread, tokenizing in a small pool (see the module docstring). The threads
-        # hold their iterators only, so a dropped SubStream stops them.
+        # Reading runs ahead in a thread, tokenizing on the stream's pool (see the module docstring). The
+        # reading thread holds its iterator only, so a dropped SubStream stops it.
         texts = Prefetcher(ChunkReader(spec, batch_docs).batches(self.cursor), depth=2)
-        self._encoded = tokenized(texts, tokenizer, tokenize_ahead())
+        self._chunks = encoded(texts, tokenizer, eos_id, pool or tokenize_pool(), tokenize_ahead())
         self._chunk: Chunk | None = None
         self._pos = 0  # token offset in the current chunk
 
@@ -213,7 +210,7 @@ class SubStream:
 
     def _current_chunk(self) -> Chunk:
         while self._chunk is None or self._pos >= len(self._chunk.flat):
-            self._chunk, self._pos = chunk_of(*next(self._encoded), self.eos_id), 0
+            self._chunk, self._pos = next(self._chunks), 0
             if self._chunk.flat.size and self._pos == 0 and self._skip_tokens:
                 self._pos, self._skip_tokens = self._skip_tokens, 0
         return self._chunk

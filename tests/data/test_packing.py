@@ -11,10 +11,11 @@ from rewarm.data.packing import (
     SourceExhausted,
     SubStream,
     SubStreamSpec,
-    chunk_of,
     encode,
+    encoded,
     flatten_ids,
-    tokenized,
+    tokenize_ahead,
+    tokenize_pool,
 )
 
 
@@ -46,11 +47,11 @@ def test_read_and_tokenize_stages_give_the_document_stream(tokenizer, tmp_path):
     path = write_jsonl(tmp_path / "a.jsonl.zst", recs)
     backend = tokenizer.backend_tokenizer
     batches = ChunkReader(spec_of(path), batch_docs=7).batches({"epoch": 0, "unit": 0, "record": 0, "skipped": 0})
-    chunks, ends = [], []
+    chunks = []
     with pytest.raises(SourceExhausted):  # on_source_end=stop: the end of the pass
-        for batch, encodings in tokenized(batches, backend):
-            chunks.append(chunk_of(batch, encodings, eos_id=0))
-            ends.append(batch.end_state["record"])
+        for chunk in encoded(batches, backend, 0, tokenize_pool(), ahead=3):
+            chunks.append(chunk)
+    ends = [c.end_state["record"] for c in chunks]
     flat, _ = encode(backend, [r["text"] for r in recs], eos_id=0)
     assert np.concatenate([c.flat for c in chunks]).tolist() == flat.tolist()
     assert [len(c.records) for c in chunks] == [7, 7, 7, 7, 2]
@@ -66,7 +67,7 @@ def data_threads() -> set:
 
 def test_a_dropped_substream_stops_its_threads(tokenizer, tmp_path):
     """The reading thread and the tokenizing pool hold neither the SubStream nor its consumer: dropping the
-    SubStream ends them (a worker with many sources must not accumulate threads)."""
+    SubStream (with its own pool: none was given) ends them (a worker must not accumulate threads)."""
     import gc
     import time
 
@@ -85,7 +86,7 @@ def test_a_dropped_substream_stops_its_threads(tokenizer, tmp_path):
     assert not data_threads() - before
 
 
-def test_tokenized_hands_out_the_batches_read_before_an_error(tokenizer):
+def test_encoded_hands_out_the_batches_read_before_an_error(tokenizer):
     from rewarm.data.packing import TextBatch
     from rewarm.errors import DataError
 
@@ -96,18 +97,38 @@ def test_tokenized_hands_out_the_batches_read_before_an_error(tokenizer):
 
     got = []
     with pytest.raises(DataError, match="f.jsonl:6"):
-        for batch, encodings in tokenized(batches(), tokenizer.backend_tokenizer, ahead=3):
-            got.append((batch.records[0], encodings[0].ids))
-    assert got == [(i, tokenizer(f"text {i}", add_special_tokens=False)["input_ids"]) for i in range(5)]
+        for chunk in encoded(batches(), tokenizer.backend_tokenizer, 0, tokenize_pool(), ahead=3):
+            got.append((chunk.records[0], chunk.flat.tolist()))
+    assert got == [(i, tokenizer(f"text {i}", add_special_tokens=False)["input_ids"] + [0]) for i in range(5)]
 
 
 @pytest.mark.parametrize("value,ahead", [(None, 3), ("true", 3), ("false", 2), ("0", 2), ("OFF", 2)])
 def test_tokenize_ahead_follows_the_tokenizers_parallelism(monkeypatch, value, ahead):
     """Several workers tokenize single-threaded (TOKENIZERS_PARALLELISM=false): two batches at once then."""
-    from rewarm.data.packing import tokenize_ahead
-
     if value is None:
         monkeypatch.delenv("TOKENIZERS_PARALLELISM", raising=False)
     else:
         monkeypatch.setenv("TOKENIZERS_PARALLELISM", value)
     assert tokenize_ahead() == ahead
+
+
+def test_sub_streams_share_their_stream_pool(tokenizer, tmp_path, data_cfg):
+    """A mix of 4 subsets: one pool of tokenize_ahead() threads for the logical stream, not one per subset."""
+    from data_helpers import write_jsonl as write
+
+    from rewarm.data import build_train_loader
+
+    recs = [{"text": f"doc{i} " + "word " * (i % 50 + 5), "meta": {"pile_set_name": f"set{i % 4}"}}
+            for i in range(400)]
+    path = write(tmp_path / "a.jsonl", recs)
+    subsets = {f"set{i}": 1.0 for i in range(4)}
+    cfg = data_cfg(seq_len=16, num_workers=0, train={"a": {"paths": [str(path)], "subset_field": "meta.pile_set_name",
+                                                           "subsets": subsets}})
+    loader = build_train_loader(cfg, tokenizer, micro_batch_size=8, seed=0, rank=0, world_size=1)
+    before = data_threads()
+    batches = iter(loader)
+    for _ in range(10):
+        next(batches)
+    started = data_threads() - before
+    assert sum(t.name == "rewarm-data-prefetch" for t in started) == 4  # a reading thread per subset
+    assert 1 <= sum(t.name.startswith("rewarm-tokenize") for t in started) <= tokenize_ahead()
