@@ -178,8 +178,8 @@ class DataConfig:
     mix_schedule_unit: str = "steps"
     """Unit of `train.<name>.weight_schedule` positions: steps (optimizer steps) | tokens (training tokens)."""
     tokenize_batch_docs: int = 256
-    """Documents tokenized per call of the fast tokenizer's batch encoder. A worker tokenizes up to 3 such
-    batches at once; their encodings (~100 bytes per token) are most of its memory."""
+    """Documents tokenized per call of the fast tokenizer's batch encoder. A worker runs up to 3 such calls at
+    once (2 with several workers); their encodings (~100 bytes per token) are most of its memory."""
     reader: str = "auto"
     """auto (local files: plain reader; remote paths: fsspec; hf_dataset: datasets streaming) | plain |
     datasets (read every source through `datasets` streaming, resumed with its state_dict)."""
