@@ -106,15 +106,8 @@ class Chunk:
 def encode(tokenizer: Any, texts: list[str], eos_id: int) -> tuple[np.ndarray, np.ndarray]:
     """Encode ``texts`` with a ``tokenizers.Tokenizer`` in one batch; each document followed by EOS.
     Returns (flat ids (n_tokens,) int32, starts (n_docs + 1,) int64)."""
-    return flatten_ids(encode_batch(tokenizer, texts), eos_id)
-
-
-def encode_batch(tokenizer: Any, texts: list[str]) -> list[Any]:
-    """``tokenizers.Encoding`` of each text, no special tokens; no offsets are computed (same ids, faster)."""
-    if not texts:
-        return []
-    fast = getattr(tokenizer, "encode_batch_fast", tokenizer.encode_batch)
-    return fast(texts, add_special_tokens=False)
+    fast = getattr(tokenizer, "encode_batch_fast", tokenizer.encode_batch)  # no offsets: same ids, faster
+    return flatten_ids(fast(texts, add_special_tokens=False) if texts else [], eos_id)
 
 
 def flatten_ids(encodings: Sequence[Any], eos_id: int) -> tuple[np.ndarray, np.ndarray]:
