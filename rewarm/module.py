@@ -110,8 +110,15 @@ class RewarmModule(L.LightningModule):
 
     def source_tokens(self) -> list[int]:
         """Tokens per source over all ranks. A collective: call it on every rank at the same point."""
-        rows = self._all_reduce(self._source_rows.clone()).tolist()
-        return [base + int(n) * self.steps.seq_len for base, n in zip(self._source_tokens_base, rows, strict=True)]
+        return self._reduced_counts(0.0)[0]
+
+    def _reduced_counts(self, skipped: float) -> tuple[list[int], float]:
+        """(tokens per source, this rank's ``skipped`` records summed) over all ranks: one all-reduce, one
+        host sync."""
+        counts = torch.cat([self._source_rows, torch.tensor([skipped], dtype=torch.float64)])
+        *rows, total_skipped = self._all_reduce(counts).tolist()
+        tokens = [base + int(n) * self.steps.seq_len for base, n in zip(self._source_tokens_base, rows, strict=True)]
+        return tokens, total_skipped
 
     def train_dataloader(self) -> Any:
         loader = self.loader_factory(self.global_rank, self.trainer.world_size)
@@ -184,15 +191,14 @@ class RewarmModule(L.LightningModule):
             out["optim/grad_norm"] = self._grad_norm.detach()
         elif self._grad_norm is not None:  # DeepSpeed's lazy norm: read now, it is overwritten next step
             out["optim/grad_norm"] = float(self._grad_norm)
+        data = self.state_metrics(self.data_state) if self.data_state is not None else {}
+        # pipeline counters of this rank's state: skips are summed over ranks with the source counts
+        per_source, skipped = self._reduced_counts(data.get("data/skipped_records", 0.0))
         total = max(1, self.tokens_seen)
-        for name, n in zip(self.source_names, self.source_tokens(), strict=True):
+        for name, n in zip(self.source_names, per_source, strict=True):
             out[f"data/{name}/tokens"] = n
             out[f"data/{name}/fraction"] = n / total
-        if self.data_state is not None:  # pipeline counters of this rank's state: sum skips over ranks
-            data = self.state_metrics(self.data_state)
-            skipped = data.get("data/skipped_records", 0.0)
-            if self.trainer.world_size > 1:  # a collective: only where there is something to reduce
-                skipped = self._all_reduce(torch.tensor(skipped, dtype=torch.float64, device=self.device)).item()
+        if self.data_state is not None:
             out["data/skipped_records"] = skipped
             out.update({k: v for k, v in data.items() if k.endswith("/passes")})
         out.update(self._perf_metrics())
@@ -220,8 +226,8 @@ class RewarmModule(L.LightningModule):
         """Queue this row: its device tensors start an async copy to (pinned) host memory now; the row is
         written at the next step's end (or at a flush), when that copy has long finished."""
         self.flush_metrics()
-        row, tensors = dict(self._row), {k: v for k, v in self._row.items() if isinstance(v, torch.Tensor)}
-        self._row = {}
+        row, self._row = self._row, {}
+        tensors = {k: v for k, v in row.items() if isinstance(v, torch.Tensor)}
         keys, host, event = list(tensors), None, None
         if keys:
             dev = torch.stack([tensors[k].double().reshape(()) for k in keys])
@@ -318,7 +324,6 @@ class RewarmModule(L.LightningModule):
         fit_state["combined_loader"] = [data_state] if data_state is not None else []
         checkpoint["rewarm"] = {
             "start_losses": self.start_losses,
-            "tokens_seen": self.tokens_seen,
             "source_tokens": self.source_tokens(),
             "data_state": data_state,
             "evaluated_step": self._evaluated_step,

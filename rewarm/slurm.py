@@ -19,10 +19,10 @@ import sys
 from dataclasses import dataclass
 from pathlib import Path
 
+from rewarm.commands import EXIT_CONFIG
 from rewarm.config import RunConfig, load
 from rewarm.errors import ConfigError
 
-EXIT_CONFIG = 2
 TEMPLATE_DIR = Path(__file__).resolve().parent.parent / "slurm"
 _DIRECTIVE = re.compile(r"^#SBATCH\s+--([A-Za-z-]+)(?:[=\s]\s*(\S.*?))?\s*$")
 
@@ -96,6 +96,8 @@ def check_sweep(config: str, overrides: list[str], runs: list[list[str]], base: 
             raise ConfigError(f"--sweep line {i}", "trainer.devices / trainer.num_nodes must be the same for "
                               "every run of an array job; give them once, before --sweep")
         names.append(cfg.run.name)
+    if len(set(names)) != len(names):
+        raise ConfigError("--sweep", f"two runs share a run.name ({names}); give each line its own run.name")
     return names
 
 
@@ -114,11 +116,14 @@ def _parser() -> argparse.ArgumentParser:
     mode = p.add_mutually_exclusive_group()
     mode.add_argument("--dry-run", action="store_true", help="print the script and the sbatch command (default)")
     mode.add_argument("--submit", action="store_true", help="write the script and submit it with sbatch")
-    p.add_argument("--time", default="24:00:00", help="time limit (default 24:00:00)")
+    d = SlurmOptions()
+    p.add_argument("--time", default=d.time, help=f"time limit (default {d.time})")
     p.add_argument("--partition", help="SLURM partition")
     p.add_argument("--account", help="SLURM account")
-    p.add_argument("--cpus-per-task", type=int, default=8, help="CPU cores per GPU task (default 8)")
-    p.add_argument("--signal-seconds", type=int, default=120, help="SIGUSR1 this many seconds before the limit")
+    p.add_argument("--cpus-per-task", type=int, default=d.cpus_per_task,
+                   help=f"CPU cores per GPU task (default {d.cpus_per_task})")
+    p.add_argument("--signal-seconds", type=int, default=d.signal_seconds,
+                   help=f"SIGUSR1 this many seconds before the limit (default {d.signal_seconds})")
     p.add_argument("--template-dir", type=Path, default=TEMPLATE_DIR, help="where train.sbatch / sweep.sbatch are")
     p.add_argument("--out", type=Path, help="where to write the script (default: under the run directory)")
     return p
@@ -152,9 +157,7 @@ def _prepare(cfg: RunConfig, config: str, args: argparse.Namespace, opts: SlurmO
     if args.sweep:
         sweep = Path(args.sweep).resolve()
         runs = sweep_lines(sweep.read_text())
-        names = check_sweep(config, args.overrides, _run_names(runs, sweep.stem), cfg)
-        if len(set(names)) != len(names):
-            raise ConfigError("--sweep", f"two runs share a run.name ({names}); give each line its own run.name")
+        check_sweep(config, args.overrides, _run_names(runs, sweep.stem), cfg)
         values = directives(cfg, opts, job_name=f"rewarm-{sweep.stem}", array_size=len(runs),
                             output=str(out_dir / "slurm-%x-%A_%a.out"))
         template, path = args.template_dir / "sweep.sbatch", out_dir / "slurm" / f"{sweep.stem}.sbatch"

@@ -140,8 +140,7 @@ def build_trainer(cfg: RunConfig, plan: BatchPlan, loggers: list[Any], callbacks
 
     t = cfg.trainer
     progress_bar = any(type(c).__name__ == "StepBar" for c in callbacks)
-    with key_prefix("trainer"):  # a DeepSpeed merge file that contradicts the config is refused here
-        strategy = build_strategy(t, plan)
+    strategy = build_strategy(t, plan)  # run() has already refused a contradicting DeepSpeed merge file
     return L.Trainer(
         accelerator=resolve_accelerator(t.accelerator), devices=t.devices, num_nodes=t.num_nodes, strategy=strategy,
         precision=t.precision, max_steps=plan.max_steps, max_epochs=1, accumulate_grad_batches=plan.grad_accum_steps,
@@ -250,18 +249,18 @@ def _after_step(trainer: Any, steps_done: int, *, module: Any, checkpointer: Any
     import torch
 
     due = steps_done < trainer.max_steps and checkpointer.due(steps_done)
-    if trainer.world_size > 1 and checkpointer.every_minutes > 0:  # one clock per rank: agree, or the save hangs
-        due = module._all_reduce(torch.tensor(float(due), device=module.device)).item() > 0
+    stop = signals.received is not None
+    if trainer.world_size > 1:  # every rank must agree on both (one clock per rank), or a collective save hangs:
+        flags = module._all_reduce(torch.tensor([float(due), float(stop)], device=module.device)).tolist()
+        due, stop = flags[0] > 0, flags[1] > 0  # one all-reduce, one host sync per step
     if due:
         checkpointer.save(trainer, reason="periodic")
     if hf_every and steps_done % hf_every == 0:  # collective: sharded weights are gathered, rank 0 writes
         from rewarm.export import export_trained
 
         export_trained(trainer, module.model, tokenizer, run_dir / "hf" / f"step{steps_done}")
-    # signals last: one that arrives during the periodic save above is still seen in this step
-    stop = signals.received is not None
-    if trainer.world_size > 1:  # every rank must agree, or the collective save would hang
-        stop = module._all_reduce(torch.tensor(float(stop), device=module.device)).item() > 0
+    if trainer.world_size == 1:  # a signal that arrived during the save above is seen now (ranks: next step)
+        stop = signals.received is not None
     if stop:
         signals.received = signals.received or 15
         checkpointer.save(trainer, reason="preemption")  # a no-op when the periodic save just wrote this step
