@@ -273,7 +273,7 @@ def main(argv: list[str] | None = None) -> int:
             results[name] = max(results.get(name, 0.0), tokens / seconds)
             per_cpu[name] = max(per_cpu.get(name, 0.0), tokens / sampler.cpu_seconds)
             extra = f" (after {startup[0]:.1f} s to the first batch)" if startup else ""
-            print(f"[{round_}] {name:13s} {tokens / 1e6:7.2f} M tokens in {seconds:7.2f} s = "
+            print(f"[{round_}] {name:13s} {tokens:11d} tokens in {seconds:7.2f} s = "
                   f"{tokens / seconds / 1e6:6.3f} M tok/s; {tokens / sampler.cpu_seconds / 1e6:6.3f} M tok per CPU-s"
                   f"{extra}", flush=True)
     if args.repeat > 1:
