@@ -1,0 +1,109 @@
+"""``rewarm slurm CONFIG --submit`` under a real SLURM: a job runs to completion and its metrics equal a local
+``rewarm train``; ``scancel --signal=USR1 --batch`` makes it checkpoint, requeue itself and continue as the same
+run; ``scancel`` then a resubmission continues from the last checkpoint."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+from pathlib import Path
+
+import pytest
+
+from rewarm.checkpointing import find_latest_valid
+from rewarm.metrics import read_metrics
+from tests.resume.resume_helpers import comparable_rows
+from tests.slurm.helpers import cancel_all, rewarm, run_overrides, submit, tail, wait_done, wait_for_rows
+
+pytestmark = pytest.mark.slurm
+MAX_STEPS = 100  # a few seconds of training: long enough to signal it mid-run
+
+
+def _overrides(world: dict[str, Path], out_dir: Path, **extra: object) -> list[str]:
+    return run_overrides(world, out_dir, trainer__max_steps=MAX_STEPS, trainer__val_every_steps=50, **extra)
+
+
+@pytest.fixture(scope="module")
+def reference(tiny_world, empty_yaml: Path, slurm_env: dict[str, str], tmp_path_factory) -> Path:
+    """metrics.csv of the uninterrupted local `rewarm train` of the run every test here submits."""
+    out = tmp_path_factory.mktemp("local")
+    res = rewarm(["train", str(empty_yaml), *_overrides(tiny_world, out)], slurm_env, out / "train.log")
+    assert res.returncode == 0, tail(out / "train.log")
+    return out / "t" / "metrics.csv"
+
+
+@pytest.fixture()
+def jobs(slurm_env: dict[str, str]):
+    submitted: list[str] = []
+    yield submitted
+    cancel_all(submitted, slurm_env)
+
+
+def _log(run_dir: Path) -> str:
+    return "\n".join(p.read_text(errors="replace") for p in sorted(run_dir.glob("slurm-*.out")))
+
+
+def _check_same_run(run_dir: Path, reference: Path) -> None:
+    assert comparable_rows(run_dir / "metrics.csv") == comparable_rows(reference)
+    steps = [int(r["step"]) for r in read_metrics(run_dir / "metrics.csv")]
+    assert steps == sorted(set(steps)) and steps[-1] == MAX_STEPS  # no step written twice
+    assert json.loads((run_dir / "summary.json").read_text())["step"] == MAX_STEPS
+
+
+def test_submit_runs_to_completion(tiny_world, empty_yaml, slurm_env, reference, tmp_path, jobs) -> None:
+    job_id = submit([str(empty_yaml), *_overrides(tiny_world, tmp_path)], slurm_env)
+    jobs.append(job_id)
+    run_dir = tmp_path / "t"
+    info = wait_done(job_id, slurm_env)
+    assert info["JobState"] == "COMPLETED", f"{info}\n{tail(run_dir / f'slurm-{job_id}.out')}"
+    for name in ("config.yaml", "metrics.csv", "summary.json", "wandb_id", "hf/config.json", "slurm/train.sbatch",
+                 f"slurm-{job_id}.out"):
+        assert (run_dir / name).is_file(), f"{name} missing from the run directory"
+    assert json.loads((find_latest_valid(run_dir / "checkpoints") / "manifest.json").read_text())["reason"] == "end"
+    assert list((run_dir / "wandb").glob("offline-run-*"))
+    _check_same_run(run_dir, reference)
+
+
+def test_usr1_to_the_batch_shell_checkpoints_requeues_and_resumes(tiny_world, empty_yaml, slurm_env, reference,
+                                                                  tmp_path, jobs) -> None:
+    job_id = submit([str(empty_yaml), *_overrides(tiny_world, tmp_path)], slurm_env)
+    jobs.append(job_id)
+    run_dir = tmp_path / "t"
+    wait_for_rows(run_dir / "metrics.csv", 4, job_id, slurm_env)
+    subprocess.run(["scancel", "--signal=USR1", "--batch", job_id], env=slurm_env, check=True)
+    info = wait_done(job_id, slurm_env)
+    log = _log(run_dir)
+    assert info["JobState"] == "COMPLETED" and info["Restarts"] == "1", f"{info}\n{log[-4000:]}"
+    assert f"job {job_id}: 1 node(s) x 1 task(s), restart 0" in log
+    assert f"job {job_id}: 1 node(s) x 1 task(s), restart 1" in log  # SLURM_RESTART_COUNT=1
+    preempted = [json.loads(m.read_text()) for m in run_dir.glob("checkpoints/*/manifest.json")]
+    assert "received signal SIGUSR1" in log and f"requeueing SLURM job {job_id}" in log
+    saved = [m["step"] for m in preempted if m["reason"] == "preemption"]
+    assert len(saved) <= 1  # keep_last may have pruned it; the log names it either way
+    step = int(log.split("resuming at step ")[1].split()[0].rstrip(":,"))
+    assert 3 <= step < MAX_STEPS
+    run_id = (run_dir / "wandb_id").read_text().strip()
+    runs = sorted(p.name for p in (run_dir / "wandb").glob("offline-run-*"))
+    assert len(runs) == 2 and all(r.endswith(f"-{run_id}") for r in runs), runs  # one wandb run, continued
+    _check_same_run(run_dir, reference)
+
+
+def test_cancel_then_resubmit_continues(tiny_world, empty_yaml, slurm_env, reference, tmp_path, jobs) -> None:
+    args = [str(empty_yaml), *_overrides(tiny_world, tmp_path, checkpoint__every_steps=20)]
+    first = submit(args, slurm_env)
+    jobs.append(first)
+    run_dir = tmp_path / "t"
+    wait_for_rows(run_dir / "metrics.csv", 30, first, slurm_env)
+    subprocess.run(["scancel", first], env=slurm_env, check=True)
+    assert wait_done(first, slurm_env)["JobState"] == "CANCELLED"
+    last = find_latest_valid(run_dir / "checkpoints")
+    assert last is not None and not (run_dir / "summary.json").exists()
+    step = json.loads((last / "manifest.json").read_text())["step"]
+
+    second = submit(args, slurm_env)  # resume=auto (the default)
+    jobs.append(second)
+    info = wait_done(second, slurm_env)
+    log = (run_dir / f"slurm-{second}.out").read_text()
+    assert info["JobState"] == "COMPLETED", f"{info}\n{log[-4000:]}"
+    assert f"resuming at step {step}" in log
+    _check_same_run(run_dir, reference)
