@@ -42,11 +42,15 @@ def submit(args: list[str], env: dict[str, str]) -> str:
     return m.group(1)
 
 
-def job(job_id: str, env: dict[str, str]) -> dict[str, str]:
-    """``scontrol show job -o JOB`` as key=value pairs (an array job: its first task)."""
+def job_tasks(job_id: str, env: dict[str, str]) -> list[dict[str, str]]:
+    """``scontrol show job -o JOB`` as key=value pairs, one dict per line (an array job: one per task)."""
     out = subprocess.run(["scontrol", "show", "job", "-o", job_id], env=env, capture_output=True, text=True,
-                         check=True).stdout.splitlines()[0]
-    return dict(re.findall(r"(\w+)=(\S*)", out))
+                         check=True).stdout.splitlines()
+    return [dict(re.findall(r"(\w+)=(\S*)", line)) for line in out if line.strip()]
+
+
+def job(job_id: str, env: dict[str, str]) -> dict[str, str]:
+    return job_tasks(job_id, env)[0]
 
 
 def wait_for(job_id: str, env: dict[str, str], states: set[str], timeout_s: float = JOB_TIMEOUT_S,
@@ -62,6 +66,18 @@ def wait_for(job_id: str, env: dict[str, str], states: set[str], timeout_s: floa
 
 def wait_done(job_id: str, env: dict[str, str], timeout_s: float = JOB_TIMEOUT_S) -> dict[str, str]:
     return wait_for(job_id, env, FINAL_STATES, timeout_s)
+
+
+def wait_array_done(job_id: str, env: dict[str, str], size: int, timeout_s: float = JOB_TIMEOUT_S,
+                    ) -> list[dict[str, str]]:
+    """Until all ``size`` tasks of array job ``job_id`` have ended; their records, by task id."""
+    deadline = time.monotonic() + timeout_s
+    while time.monotonic() < deadline:
+        tasks = [t for t in job_tasks(job_id, env) if t.get("ArrayTaskId", "").isdigit()]
+        if len(tasks) == size and all(t["JobState"] in FINAL_STATES for t in tasks):
+            return sorted(tasks, key=lambda t: int(t["ArrayTaskId"]))
+        time.sleep(0.5)
+    raise AssertionError(f"array job {job_id} not done after {timeout_s} s: {job_tasks(job_id, env)}")
 
 
 def wait_for_rows(metrics: Path, rows: int, job_id: str, env: dict[str, str], timeout_s: float = 240) -> None:
