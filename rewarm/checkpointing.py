@@ -262,7 +262,7 @@ class SignalWatcher:
         self._trainer = trainer
         for sig in self.SIGNALS:
             try:
-                self._previous[sig] = signal.signal(sig, self._handler)
+                self._previous.setdefault(sig, signal.signal(sig, self._handler))  # installing twice is fine
             except ValueError:  # not the main thread (e.g. tests): signals stay as they were
                 pass
 

@@ -40,10 +40,14 @@ def train_main(argv: list[str]) -> int:
     cfg = load_or_report(args.config, args.overrides)
     if cfg is None:
         return EXIT_CONFIG
+    from rewarm.checkpointing import SignalWatcher
+
+    signals = SignalWatcher()
+    signals.install()  # before the heavy imports: a preemption signal during start-up is kept, not fatal
     from rewarm.train import run
 
     try:
-        run_dir = run(cfg)
+        run_dir = run(cfg, signals)
     except (ConfigError, ResumeError, DataError) as e:
         return _fail(e)
     print(f"run directory: {run_dir}")

@@ -147,12 +147,21 @@ def build_trainer(cfg: RunConfig, plan: BatchPlan, loggers: list[Any], callbacks
         logger=loggers, callbacks=callbacks, enable_checkpointing=False, enable_progress_bar=progress_bar,
         enable_model_summary=False, num_sanity_val_steps=0, limit_val_batches=0, use_distributed_sampler=False,
         log_every_n_steps=t.log_every_steps, deterministic=cfg.run.deterministic or None,
-        default_root_dir=str(cfg.run_dir),
+        default_root_dir=str(cfg.run_dir), plugins=_slurm_without_auto_requeue(),
     )
 
 
-def run(cfg: RunConfig) -> Path:
-    """Train (or resume) the run described by ``cfg``; returns the run directory."""
+def _slurm_without_auto_requeue() -> list[Any]:
+    """Under SLURM, Lightning's SLURM environment without its auto-requeue: Lightning's own SIGUSR1 handler would
+    save a checkpoint of its own mid-step and requeue the job; rewarm's SignalWatcher does both at a step end."""
+    from lightning.pytorch.plugins.environments import SLURMEnvironment
+
+    return [SLURMEnvironment(auto_requeue=False)] if SLURMEnvironment.detect() else []
+
+
+def run(cfg: RunConfig, signals: Any = None) -> Path:
+    """Train (or resume) the run described by ``cfg``; returns the run directory. ``signals``: a SignalWatcher
+    already installed by the caller (`rewarm train` installs one first thing, so a signal during start-up counts)."""
     import lightning as L
 
     from rewarm.checkpointing import Checkpointer, SignalWatcher, resolve_resume
@@ -190,7 +199,7 @@ def run(cfg: RunConfig) -> Path:
     module = build_module(cfg, plan, model, tokenizer, val_sets)
     columns = metric_columns(cfg, val_sets)
     loggers = build_loggers(cfg, run_dir, columns)
-    signals = SignalWatcher()
+    signals = signals or SignalWatcher()
     checkpointer = Checkpointer(
         run_dir / "checkpoints", every_steps=cfg.checkpoint.every_steps, every_minutes=cfg.checkpoint.every_minutes,
         keep_last=cfg.checkpoint.keep_last, keep_every=cfg.checkpoint.keep_every,
@@ -281,7 +290,9 @@ def _exit_preempted(run_dir: Path) -> None:
     job = os.environ.get("SLURM_JOB_ID")
     if job and os.environ.get("SLURM_PROCID", "0") == "0":
         log.warning("preempted: requeueing SLURM job %s", job)
-        subprocess.run(["scontrol", "requeue", job], check=False)
+        res = subprocess.run(["scontrol", "requeue", job], check=False, capture_output=True, text=True)
+        if res.returncode != 0:  # e.g. submitted with --no-requeue, or cancelled: resubmit it (resume=auto)
+            log.warning("scontrol requeue %s failed: %s", job, (res.stdout + res.stderr).strip())
     log.warning("preempted: checkpoint saved in %s/checkpoints; exiting with code %d", run_dir, PREEMPTED_EXIT_CODE)
     raise SystemExit(PREEMPTED_EXIT_CODE)
 
