@@ -74,4 +74,6 @@ def test_two_simulated_nodes_equal_one_node_ddp(tiny_world, empty_yaml, ddp_refe
              for node in range(2)]
     codes = [p.wait(timeout=TIMEOUT_S) for p in procs]
     assert codes == [0, 0], "\n".join(tail(tmp_path / f"node{n}.log") for n in range(2))
+    for node in range(2):  # each node's process got its global rank from the node rank
+        assert f"GLOBAL_RANK: {node}, MEMBER: {node + 1}/2" in (tmp_path / f"node{node}.log").read_text()
     assert comparable_rows(tmp_path / "t" / "metrics.csv") == comparable_rows(ddp_reference)
