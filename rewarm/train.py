@@ -235,7 +235,9 @@ def run(cfg: RunConfig, signals: Any = None) -> Path:
             lg.finalize("success")
         _finish_wandb(loggers)
     if signals.received is not None:
-        _exit_preempted(run_dir)
+        import signal
+
+        _exit_preempted(run_dir, requeue=signals.received == signal.SIGUSR1)
     checkpointer.save(trainer, reason="end")
     from rewarm.export import export_trained  # collective: gathers ZeRO-3 / FSDP2 shards, rank 0 writes
 
@@ -255,13 +257,15 @@ def _finish_wandb(loggers: list[Any]) -> None:
 
 def _after_step(trainer: Any, steps_done: int, *, module: Any, checkpointer: Any, signals: Any, hf_every: int,
                 tokenizer: Any, run_dir: Path) -> None:
+    import signal
+
     import torch
 
     due = steps_done < trainer.max_steps and checkpointer.due(steps_done)
-    stop = signals.received is not None
+    stop, usr1 = signals.received is not None, signals.received == signal.SIGUSR1
     if trainer.world_size > 1:  # every rank must agree on both (one clock per rank), or a collective save hangs:
-        flags = module._all_reduce(torch.tensor([float(due), float(stop)], device=module.device)).tolist()
-        due, stop = flags[0] > 0, flags[1] > 0  # one all-reduce, one host sync per step
+        flags = module._all_reduce(torch.tensor([float(due), float(stop), float(usr1)], device=module.device))
+        due, stop, usr1 = (f > 0 for f in flags.tolist())  # one all-reduce, one host sync per step
     if due:
         checkpointer.save(trainer, reason="periodic")
     if hf_every and steps_done % hf_every == 0:  # collective: sharded weights are gathered, rank 0 writes
@@ -269,15 +273,18 @@ def _after_step(trainer: Any, steps_done: int, *, module: Any, checkpointer: Any
 
         export_trained(trainer, module.model, tokenizer, run_dir / "hf" / f"step{steps_done}")
     if trainer.world_size == 1:  # a signal that arrived during the save above is seen now (ranks: next step)
-        stop = signals.received is not None
-    if stop:
-        signals.received = signals.received or 15
+        stop, usr1 = signals.received is not None, signals.received == signal.SIGUSR1
+    if stop:  # SIGUSR1 on any rank: the job requeues itself (see _exit_preempted)
+        signals.received = signal.SIGUSR1 if usr1 else (signals.received or signal.SIGTERM)
         checkpointer.save(trainer, reason="preemption")  # a no-op when the periodic save just wrote this step
         trainer.should_stop = True  # then run() exits with PREEMPTED_EXIT_CODE (SLURM: requeue)
 
 
-def _exit_preempted(run_dir: Path) -> None:
-    """Requeue under SLURM (the next start resumes with resume=auto), else exit with PREEMPTED_EXIT_CODE."""
+def _exit_preempted(run_dir: Path, *, requeue: bool) -> None:
+    """Exit with PREEMPTED_EXIT_CODE; under SLURM after SIGUSR1 (the time-limit warning, or a preemption sent as
+    USR1), requeue the job first (the next start resumes with resume=auto). SIGTERM comes from SLURM itself (a
+    cancel, a preemption, a requeue): SLURM decides whether the job comes back; requeueing it here would bring a
+    cancelled job back to life (`scontrol requeue` accepts a job that `scancel` is ending)."""
     import signal
     import subprocess
 
@@ -288,10 +295,10 @@ def _exit_preempted(run_dir: Path) -> None:
     for sig in SignalWatcher.SIGNALS:
         signal.signal(sig, signal.SIG_IGN)
     job = os.environ.get("SLURM_JOB_ID")
-    if job and os.environ.get("SLURM_PROCID", "0") == "0":
+    if requeue and job and os.environ.get("SLURM_PROCID", "0") == "0":
         log.warning("preempted: requeueing SLURM job %s", job)
         res = subprocess.run(["scontrol", "requeue", job], check=False, capture_output=True, text=True)
-        if res.returncode != 0:  # e.g. submitted with --no-requeue, or cancelled: resubmit it (resume=auto)
+        if res.returncode != 0:  # e.g. submitted with --no-requeue: resubmit it (resume=auto)
             log.warning("scontrol requeue %s failed: %s", job, (res.stdout + res.stderr).strip())
     log.warning("preempted: checkpoint saved in %s/checkpoints; exiting with code %d", run_dir, PREEMPTED_EXIT_CODE)
     raise SystemExit(PREEMPTED_EXIT_CODE)

@@ -6,6 +6,7 @@ import re
 import subprocess
 import sys
 import time
+from collections.abc import Callable
 from pathlib import Path
 
 from tests.conftest import tiny_overrides
@@ -90,6 +91,13 @@ def wait_for_rows(metrics: Path, rows: int, job_id: str, env: dict[str, str], ti
         assert state in ("PENDING", "RUNNING", "CONFIGURING"), f"job {job_id} is {state} before row {rows}"
         time.sleep(0.05)
     raise AssertionError(f"{metrics} has fewer than {rows} rows after {timeout_s} s")
+
+
+def wait_until(cond: Callable[[], bool], timeout_s: float) -> None:
+    deadline = time.monotonic() + timeout_s
+    while not cond():
+        assert time.monotonic() < deadline, f"timed out after {timeout_s} s"
+        time.sleep(0.1)
 
 
 def tail(path: Path, n: int = 60) -> str:

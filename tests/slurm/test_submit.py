@@ -13,7 +13,17 @@ import pytest
 from rewarm.checkpointing import find_latest_valid
 from rewarm.metrics import read_metrics
 from tests.resume.resume_helpers import comparable_rows
-from tests.slurm.helpers import cancel_all, rewarm, run_overrides, submit, tail, wait_done, wait_for_rows
+from tests.slurm.helpers import (
+    cancel_all,
+    job,
+    rewarm,
+    run_overrides,
+    submit,
+    tail,
+    wait_done,
+    wait_for_rows,
+    wait_until,
+)
 
 pytestmark = pytest.mark.slurm
 MAX_STEPS = 100  # a few seconds of training: long enough to signal it mid-run
@@ -37,6 +47,12 @@ def jobs(slurm_env: dict[str, str]):
     submitted: list[str] = []
     yield submitted
     cancel_all(submitted, slurm_env)
+
+
+def _in_queue(job_id: str, env: dict[str, str]) -> bool:
+    """Still listed by squeue (pending, running or completing)."""
+    out = subprocess.run(["squeue", "-h", "-j", job_id], env=env, capture_output=True, text=True).stdout
+    return bool(out.strip())
 
 
 def _log(run_dir: Path) -> str:
@@ -96,6 +112,10 @@ def test_cancel_then_resubmit_continues(tiny_world, empty_yaml, slurm_env, refer
     wait_for_rows(run_dir / "metrics.csv", 30, first, slurm_env)
     subprocess.run(["scancel", first], env=slurm_env, check=True)
     assert wait_done(first, slurm_env)["JobState"] == "CANCELLED"
+    wait_until(lambda: not _in_queue(first, slurm_env), 60)  # every process of the job has ended
+    info = job(first, slurm_env)
+    assert (info["JobState"], info["Restarts"]) == ("CANCELLED", "0"), info  # a cancelled job stays cancelled
+    assert "requeueing" not in (run_dir / f"slurm-{first}.out").read_text()
     last = find_latest_valid(run_dir / "checkpoints")
     assert last is not None and not (run_dir / "summary.json").exists()
     step = json.loads((last / "manifest.json").read_text())["step"]
