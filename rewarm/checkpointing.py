@@ -5,12 +5,14 @@ scheduler, loops, the data pipeline state and RNG states under ``rewarm``; a dir
 DeepSpeed) and ``manifest.json``, written last. A checkpoint is written under ``.tmp-step…`` and renamed
 into place after its manifest, so a kill at any moment leaves either the old set or the new one. A
 checkpoint is *valid* when its manifest is readable and complete, every file it lists has the listed size
-and (the deep check, before resuming) every zip archive in it (``torch.save``'s format) passes its CRCs;
-an invalid one is never loaded.
+and (the deep check, before resuming or exporting) every file's content has the sha256 the manifest lists
+(manifests written before the hashes existed: every zip archive in it passes its CRCs); an invalid one is
+never loaded.
 """
 
 from __future__ import annotations
 
+import hashlib
 import json
 import logging
 import os
@@ -38,8 +40,27 @@ def _files(root: Path) -> dict[str, int]:
     return {str(p.relative_to(root.parent)): p.stat().st_size for p in sorted(root.rglob("*")) if p.is_file()}
 
 
+def file_sha256(path: Path, chunk_bytes: int = 8 << 20) -> str:
+    h = hashlib.sha256()
+    buf = memoryview(bytearray(chunk_bytes))
+    with open(path, "rb", buffering=0) as f:
+        while n := f.readinto(buf):
+            h.update(buf[:n])
+    return h.hexdigest()
+
+
+def _hashes(ckpt_dir: Path, files: list[str]) -> dict[str, str]:
+    """sha256 of each file, read back right after the write (from the page cache), one thread per file (hashlib
+    releases the GIL): ~1.6 GiB/s per core here."""
+    from concurrent.futures import ThreadPoolExecutor
+
+    with ThreadPoolExecutor(max_workers=min(8, max(1, len(files)))) as pool:
+        return dict(zip(files, pool.map(lambda rel: file_sha256(ckpt_dir / rel), files), strict=True))
+
+
 def write_manifest(ckpt_dir: Path, info: dict[str, Any]) -> None:
-    manifest = {**info, "files": _files(ckpt_dir / STATE), "complete": True}
+    files = _files(ckpt_dir / STATE)
+    manifest = {**info, "files": files, "sha256": _hashes(ckpt_dir, list(files)), "complete": True}
     tmp = ckpt_dir / (MANIFEST + ".tmp")
     tmp.write_text(json.dumps(manifest, indent=1, sort_keys=True))
     with open(tmp) as f:
@@ -67,12 +88,25 @@ def _check(ckpt_dir: Path, deep: bool) -> tuple[dict[str, Any] | None, str | Non
             actual = (ckpt_dir / rel).stat().st_size
             if actual != size:
                 return None, f"{rel} has {actual} bytes, the manifest says {size}"
-        bad = _bad_archive(ckpt_dir, list(manifest["files"])) if deep else None
+        bad = None
+        if deep:
+            hashes = manifest.get("sha256")
+            bad = _bad_hash(ckpt_dir, hashes) if hashes else _bad_archive(ckpt_dir, list(manifest["files"]))
         return (None, bad) if bad else (manifest, None)
     except FileNotFoundError as e:
         return None, f"missing {Path(e.filename or '?').name}"
     except (OSError, ValueError, KeyError, TypeError, AttributeError) as e:
         return None, f"unreadable {MANIFEST} ({type(e).__name__}: {e})"
+
+
+def _bad_hash(ckpt_dir: Path, hashes: dict[str, str]) -> str | None:
+    """The first file whose content differs from the sha256 its manifest lists."""
+    rels = list(hashes)
+    actual = _hashes(ckpt_dir, rels)
+    for rel in rels:
+        if actual[rel] != hashes[rel]:
+            return f"{rel}: content differs from the manifest's sha256 (the file was changed after it was written)"
+    return None
 
 
 def _bad_archive(ckpt_dir: Path, files: list[str]) -> str | None:

@@ -218,7 +218,7 @@ def run(cfg: RunConfig) -> Path:
                  plan.tokens_per_step, plan.total_tokens, f"resuming at step {point.step}" if ckpt else "fresh")
     signals.install(trainer)
     try:
-        trainer.fit(module, ckpt_path=str(ckpt / "state.ckpt") if ckpt else None)
+        _fit(trainer, module, ckpt)
     finally:
         if signals.received is None:  # preempted: keep the flag-only handlers; _exit_preempted ignores the signals
             signals.uninstall()
@@ -234,6 +234,20 @@ def run(cfg: RunConfig) -> Path:
     if trainer.is_global_zero:
         write_summary(run_dir, module, trainer.global_step)
     return run_dir
+
+
+def _fit(trainer: Any, module: Any, ckpt: Path | None) -> None:
+    """``trainer.fit``, resuming from ``ckpt``'s state weights-only (every strategy: see rewarm.faults.safe_load)."""
+    if ckpt is None:
+        trainer.fit(module)
+        return
+    from rewarm.faults.safe_load import check_dcp_metadata, is_dcp, weights_only_loads
+
+    state = ckpt / "state.ckpt"
+    if is_dcp(state):
+        check_dcp_metadata(state)
+    with weights_only_loads(state):
+        trainer.fit(module, ckpt_path=str(state), weights_only=True)
 
 
 def _finish_wandb(loggers: list[Any]) -> None:
