@@ -9,9 +9,10 @@ import sys
 from pathlib import Path
 
 from rewarm.config import RunConfig, batch_plan, load
-from rewarm.errors import ConfigError, DataError, ResumeError, key_prefix
+from rewarm.errors import ConfigError, DataError, NonFiniteError, ResumeError, key_prefix
 
 EXIT_CONFIG = 2
+EXIT_FAULT = 1  # the run stopped on a fault (non-finite step, full disk): fix the cause, then resume=auto
 
 
 def _config_parser(prog: str, description: str) -> argparse.ArgumentParser:
@@ -46,6 +47,9 @@ def train_main(argv: list[str]) -> int:
         run_dir = run(cfg)
     except (ConfigError, ResumeError, DataError) as e:
         return _fail(e)
+    except NonFiniteError as e:
+        print(f"error: {e}", file=sys.stderr)
+        return EXIT_FAULT
     print(f"run directory: {run_dir}")
     return 0
 

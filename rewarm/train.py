@@ -55,6 +55,7 @@ def build_module(cfg: RunConfig, plan: BatchPlan, model: Any, tokenizer: Any, va
         tokens_per_step=plan.tokens_per_step,
         val_every_steps=cfg.trainer.val_every_steps, log_every_steps=cfg.trainer.log_every_steps,
         eval_batch_size=cfg.trainer.micro_batch_size, flops_per_token=fpt, peak_flops=_job_peak_flops(plan),
+        on_nonfinite=cfg.trainer.on_nonfinite, max_skipped_steps=cfg.trainer.max_skipped_steps,
     )
     o = cfg.optimizer
     optim = OptimSettings(betas=(o.betas[0], o.betas[1]), eps=o.eps, weight_decay=o.weight_decay, fused=o.fused,
@@ -85,7 +86,8 @@ def _job_peak_flops(plan: BatchPlan) -> float | None:
 
 
 def metric_columns(cfg: RunConfig, val_sets: list[Any]) -> list[str]:
-    cols = ["train/loss", "optim/lr", "optim/grad_norm", "data/tokens_seen", "data/skipped_records"]
+    cols = ["train/loss", "optim/lr", "optim/grad_norm", "data/tokens_seen", "data/skipped_records",
+            "train/skipped_steps"]
     for name in sorted(cfg.data.train):
         cols += [f"data/{name}/tokens", f"data/{name}/fraction", f"data/{name}/passes"]
     for vs in val_sets:
