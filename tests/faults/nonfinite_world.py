@@ -12,8 +12,10 @@ from tests.conftest import WORDS_DOWN, make_docs, write_jsonl_zst
 POISON_TEXT = "~~~~"
 
 
-def build_poisoned_world(world: dict[str, Path], root: Path, *, docs: int = 24, poison_at: int = 1) -> dict[str, Path]:
-    """{"model": poisoned model dir, "train": the training file}; the poison document is number ``poison_at``."""
+def build_poisoned_world(world: dict[str, Path], root: Path, *, docs: int = 24, poison_at: int = 1,
+                         files: int = 1) -> dict[str, Path]:
+    """{"model": poisoned model dir, "train": a glob of the training files}; the poison document is number
+    ``poison_at`` of the first file (``files`` files share the normal documents: one per rank)."""
     import torch
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
@@ -29,5 +31,7 @@ def build_poisoned_world(world: dict[str, Path], root: Path, *, docs: int = 24, 
     model.save_pretrained(model_dir)
     docs_out = [*normal[:poison_at], {"text": POISON_TEXT, "meta": {"redpajama_set_name": "RedPajamaGithub"}},
                 *normal[poison_at:]]
-    train = write_jsonl_zst(root / "poisoned" / "train.jsonl.zst", docs_out)
-    return {"model": model_dir, "train": train}
+    per_file = len(docs_out) // files
+    for f in range(files):
+        write_jsonl_zst(root / "poisoned" / f"train{f}.jsonl.zst", docs_out[f * per_file:(f + 1) * per_file])
+    return {"model": model_dir, "train": root / "poisoned" / "*.jsonl.zst"}
