@@ -23,6 +23,9 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
+from rewarm.errors import DiskFullError
+from rewarm.faults.disk import free_bytes, is_disk_full, message, state_bytes, tree_bytes
+
 log = logging.getLogger(__name__)
 
 STATE = "state.ckpt"
@@ -198,28 +201,83 @@ class Checkpointer:
         return by_steps or by_time
 
     def save(self, trainer: Any, reason: str) -> Path:
-        """Write the checkpoint of ``trainer.global_step`` (collective: call on every rank)."""
+        """Write the checkpoint of ``trainer.global_step`` (collective: call on every rank). A full disk (on any
+        rank) leaves the previous checkpoints as they were, removes the partial one and raises DiskFullError on
+        every rank alike."""
         step = trainer.global_step
         final = self.root / step_dir_name(step)
         if step == self.last_saved_step and final.is_dir():
             return final
         tmp = self.root / (".tmp-" + step_dir_name(step))
+        needed = self.expected_bytes()
+        full = self._collective_full(trainer, trainer.is_global_zero and needed > free_bytes(self.root))
+        if full:
+            raise DiskFullError(message("a checkpoint", self.root, needed, free_bytes(self.root)))
+        written = self._write_state(trainer, tmp)
+        if self._collective_full(trainer, written is not None):
+            self._discard(trainer, tmp)
+            estimate = max(written or 0, state_bytes(trainer.lightning_module, trainer.optimizers), needed)
+            raise DiskFullError(message("a checkpoint", self.root, estimate, free_bytes(self.root), at_least=True))
+        full = False
         if trainer.is_global_zero:
-            shutil.rmtree(tmp, ignore_errors=True)
-            tmp.mkdir(parents=True)
-        trainer.strategy.barrier("rewarm-ckpt-mkdir")
-        trainer.save_checkpoint(tmp / STATE)  # collective: every rank takes part (DeepSpeed shards)
-        trainer.strategy.barrier("rewarm-ckpt-written")
-        if trainer.is_global_zero:
-            write_manifest(tmp, {"step": step, "reason": reason, "time": time.time(), **self.info()})
-            _replace_dir(tmp, final)
-            _fsync_dir(self.root)
-            self._prune()
-            log.info("checkpoint %s saved (%s)", final, reason)
-        trainer.strategy.barrier("rewarm-ckpt-done")
+            try:
+                self._publish(tmp, final, step, reason)
+            except OSError as e:
+                if not is_disk_full(e):
+                    raise
+                shutil.rmtree(tmp, ignore_errors=True)
+                full = True
+        if self._collective_full(trainer, full):  # also the barrier that ends the save
+            raise DiskFullError(message("a checkpoint's manifest", self.root, needed, free_bytes(self.root),
+                                        at_least=True))
         self._last_time = time.monotonic()
         self.last_saved_step = step
         return final
+
+    def expected_bytes(self) -> int:
+        """Size of the newest valid checkpoint (0: none yet): what the next one will take, about."""
+        for d in list_checkpoints(self.root):
+            manifest = read_valid_manifest(d)
+            if manifest is not None:
+                return sum(int(n) for n in manifest["files"].values())
+        return 0
+
+    def _write_state(self, trainer: Any, tmp: Path) -> int | None:
+        """Every rank writes its part; None, or the bytes written when the disk was full (this rank)."""
+        try:
+            if trainer.is_global_zero:
+                shutil.rmtree(tmp, ignore_errors=True)
+                tmp.mkdir(parents=True)
+            trainer.strategy.barrier("rewarm-ckpt-mkdir")
+            trainer.save_checkpoint(tmp / STATE)  # collective: every rank takes part (DeepSpeed shards)
+            return None
+        except OSError as e:  # DiskFullError too (a metrics row flushed by the save)
+            if not is_disk_full(e):
+                raise
+            return tree_bytes(tmp) + 1
+
+    def _publish(self, tmp: Path, final: Path, step: int, reason: str) -> None:
+        """Rank 0: manifest, rename into place, prune."""
+        write_manifest(tmp, {"step": step, "reason": reason, "time": time.time(), **self.info()})
+        _replace_dir(tmp, final)
+        _fsync_dir(self.root)
+        self._prune()
+        log.info("checkpoint %s saved (%s)", final, reason)
+
+    def _discard(self, trainer: Any, tmp: Path) -> None:
+        if trainer.is_global_zero:
+            shutil.rmtree(tmp, ignore_errors=True)
+        trainer.strategy.barrier("rewarm-ckpt-discard")
+
+    @staticmethod
+    def _collective_full(trainer: Any, full: bool) -> bool:
+        """Whether any rank saw a full disk (an all-reduce; also a barrier)."""
+        if trainer.world_size == 1:
+            return full
+        import torch
+
+        flag = torch.tensor([float(full)], device=trainer.strategy.root_device)
+        return bool(trainer.strategy.reduce(flag, reduce_op="sum").item() > 0)
 
     def set_aside(self, base_step: int | None) -> None:
         """Move checkpoints newer than ``base_step`` (all when None) to ``abandoned/``, with a warning each, and

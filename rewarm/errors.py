@@ -35,3 +35,7 @@ class ResumeError(RuntimeError):
 
 class NonFiniteError(RuntimeError):
     """A training step with a non-finite loss or gradient norm (``trainer.on_nonfinite``), or too many skipped."""
+
+
+class DiskFullError(RuntimeError):
+    """A write into the run directory that ran out of space (names the directory, bytes needed and free)."""
