@@ -210,9 +210,10 @@ class Checkpointer:
             return final
         tmp = self.root / (".tmp-" + step_dir_name(step))
         needed = self.expected_bytes()
-        full = self._collective_full(trainer, trainer.is_global_zero and needed > free_bytes(self.root))
-        if full:
-            raise DiskFullError(message("a checkpoint", self.root, needed, free_bytes(self.root)))
+        metrics_error = _flush_metrics(trainer)  # the checkpoint holds every step metrics.csv holds
+        full = metrics_error is not None or (trainer.is_global_zero and needed > free_bytes(self.root))
+        if self._collective_full(trainer, full):
+            raise metrics_error or DiskFullError(message("a checkpoint", self.root, needed, free_bytes(self.root)))
         written = self._write_state(trainer, tmp)
         if self._collective_full(trainer, written is not None):
             self._discard(trainer, tmp)
@@ -243,15 +244,25 @@ class Checkpointer:
         return 0
 
     def _write_state(self, trainer: Any, tmp: Path) -> int | None:
-        """Every rank writes its part; None, or the bytes written when the disk was full (this rank)."""
-        try:
-            if trainer.is_global_zero:
+        """Every rank writes its part; None, or the bytes written when the disk was full (this rank). A rank
+        that fails must reach the same next collective as the others (the all-reduce in ``save``): so this is
+        ``trainer.save_checkpoint`` without its closing barrier."""
+        full = False
+        if trainer.is_global_zero:
+            try:
                 shutil.rmtree(tmp, ignore_errors=True)
                 tmp.mkdir(parents=True)
-            trainer.strategy.barrier("rewarm-ckpt-mkdir")
-            trainer.save_checkpoint(tmp / STATE)  # collective: every rank takes part (DeepSpeed shards)
+            except OSError as e:
+                if not is_disk_full(e):
+                    raise
+                full = True
+        if self._collective_full(trainer, full):  # also the barrier after the mkdir
+            return 1
+        try:
+            checkpoint = trainer._checkpoint_connector.dump_checkpoint(False)  # collective (our on_save_checkpoint)
+            trainer.strategy.save_checkpoint(checkpoint, tmp / STATE)  # DeepSpeed: every rank writes its shards
             return None
-        except OSError as e:  # DiskFullError too (a metrics row flushed by the save)
+        except (OSError, DiskFullError) as e:
             if not is_disk_full(e):
                 raise
             return tree_bytes(tmp) + 1
@@ -303,6 +314,17 @@ class Checkpointer:
             valid += 1
             if valid > self.keep_last and not (self.keep_every > 0 and step % self.keep_every == 0):
                 shutil.rmtree(d, ignore_errors=True)
+
+
+def _flush_metrics(trainer: Any) -> DiskFullError | None:
+    """Write the pending metrics row now (rank 0), so a full disk there is known before the collective save."""
+    flush = getattr(trainer.lightning_module, "flush_metrics", None)
+    try:
+        if flush is not None:
+            flush()
+    except DiskFullError as e:
+        return e
+    return None
 
 
 def _replace_dir(src: Path, dest: Path) -> None:
