@@ -15,7 +15,7 @@ import lightning as L
 import torch
 
 from rewarm.evaluate import SetResult, evaluate_rows, role_metrics, token_nll
-from rewarm.faults.nonfinite import NonfiniteGuard, poison_nonfinite
+from rewarm.faults.nonfinite import NonfiniteGuard, is_finite, poison_nonfinite
 
 log = logging.getLogger(__name__)
 
@@ -158,17 +158,12 @@ class RewarmModule(L.LightningModule):
         return batch
 
     def on_train_start(self) -> None:
-        """A resumed optimizer holds the LR saved with it; set every group to this run's schedule at the resumed
-        step, so that a schedule changed on resume (resume.allow_config_change) applies from its first step
-        (unchanged schedules give the same value bit for bit)."""
+        """A resumed optimizer holds the LR saved with it: a schedule changed on resume
+        (resume.allow_config_change) must apply from the first step (unchanged: the same value bit for bit)."""
+        from rewarm.schedules import apply_scheduled_lr
+
         for config in self.trainer.lr_scheduler_configs:
-            sched = config.scheduler
-            for group, base, fn in zip(sched.optimizer.param_groups, sched.base_lrs, sched.lr_lambdas, strict=True):
-                lr = base * fn(sched.last_epoch)
-                if isinstance(group["lr"], torch.Tensor):
-                    group["lr"].fill_(lr)
-                else:
-                    group["lr"] = lr
+            apply_scheduled_lr(config.scheduler)
 
     def on_train_batch_start(self, batch: Any, batch_idx: int) -> None:
         if self._micro == 0 and self._should_eval(self.global_step):
@@ -191,8 +186,8 @@ class RewarmModule(L.LightningModule):
 
     def _check_finite(self, norm: Any, step: int) -> bool:
         """trainer.on_nonfinite (one host sync). A GradScaler (16-mixed) skips overflowing steps by itself."""
-        if getattr(self.trainer.precision_plugin, "scaler", None) is not None:
-            return True
+        if is_finite(norm) or getattr(self.trainer.precision_plugin, "scaler", None) is not None:
+            return self.nonfinite.finite()
         sources = dict(zip(self.source_names, (int(n) for n in self._step_rows.tolist()), strict=True))
         try:
             return self.nonfinite.check(norm, step=step, lr=self._lr, sources=sources,

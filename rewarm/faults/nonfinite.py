@@ -39,11 +39,15 @@ class NonfiniteGuard:
         self.skipped_steps = 0
         self.consecutive = 0
 
+    def finite(self) -> bool:
+        """A step with a finite norm: it ends a run of skipped steps. Returns True (apply the update)."""
+        self.consecutive = 0
+        return True
+
     def check(self, norm: Any, *, step: int, lr: float | None, loss: Any, sources: dict[str, int]) -> bool:
         """True: apply this step's update. False (mode skip): drop it. Raises NonFiniteError to stop."""
         if is_finite(norm):
-            self.consecutive = 0
-            return True
+            return self.finite()
         what = describe(step, lr, loss, norm, sources)
         if self.mode == "stop":
             raise NonFiniteError(

@@ -109,3 +109,22 @@ def test_metrics_rows_are_whole_or_absent(small_disk):
     logger.log_metrics({c: 0.5 for c in columns}, step=written)  # after freeing space it goes on
     logger.finalize("success")
     assert [int(r["step"]) for r in read_metrics(disk / "metrics.csv")] == list(range(written + 1))
+
+
+@pytest.mark.slow
+def test_two_ddp_ranks_stop_alike_on_a_full_disk(small_disk, finished_run, tiny_world, empty_yaml, tmp_path):
+    """Rank 0 finds the disk full; rank 1 must not wait for it in a barrier: both stop with the error."""
+    from tests.faults.test_strategy_resume import torchrun_train
+    from tests.scale.helpers import tail
+
+    size = checkpoint_size(finished_run)
+    disk = small_disk(6 * size)
+    ballast(disk, size // 2)
+    log = tmp_path / "train.log"
+    overrides = fault_overrides(tiny_world, disk, checkpoint__keep_last=1, data__cache_dir=str(tmp_path / "cache"),
+                                trainer__accelerator="cpu", trainer__devices=2, trainer__strategy="ddp",
+                                trainer__global_batch_size=4)
+    assert torchrun_train(empty_yaml, overrides, log) != 0
+    text = log.read_text()
+    assert text.count(f"error: disk full: a checkpoint in {disk / 't' / 'checkpoints'} needs at least") == 2, tail(log)
+    assert not list((disk / "t" / "checkpoints").iterdir()), tail(log)
