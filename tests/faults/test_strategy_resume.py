@@ -35,6 +35,14 @@ def test_sharded_checkpoints_resume_and_export_weights_only(strategy, tiny_world
     run_dir = tmp_path / "runs" / "t"
     first = read_metrics(run_dir / "metrics.csv")
     step2 = run_dir / "checkpoints" / "step00000002"
+    if strategy == "deepspeed":  # what its shards need beyond torch's weights-only list: exactly our safe globals
+        from torch.serialization import get_unsafe_globals_in_checkpoint
+
+        from rewarm.faults.safe_load import safe_globals
+
+        needed = {g for f in step2.rglob("*.pt") for g in get_unsafe_globals_in_checkpoint(f)}
+        print("DeepSpeed shards need:", sorted(needed))
+        assert needed <= {f"{g.__module__}.{g.__qualname__}" for g in safe_globals()}, needed
     assert torchrun_train(empty_yaml, [*overrides, f"resume.mode={step2}"], log) == 0, tail(log)
     assert f"resuming from {step2}" in log.read_text()
     again = read_metrics(run_dir / "metrics.csv")
