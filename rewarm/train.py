@@ -214,7 +214,7 @@ def run(cfg: RunConfig) -> Path:
         return run_dir
     if trainer.is_global_zero:
         checkpointer.set_aside(point.step)  # newer checkpoints are another history (skipped invalid, or a rewind)
-        (run_dir / "config.yaml").write_text(to_yaml(cfg))
+        _write_atomic(run_dir / "config.yaml", to_yaml(cfg))  # a full disk must not leave half a config
         loggers[0].start(point.first_new_row)
         log.info("run %s: %d steps x %d tokens/step = %d tokens; %s", cfg.run.name, plan.max_steps,
                  plan.tokens_per_step, plan.total_tokens, f"resuming at step {point.step}" if ckpt else "fresh")
@@ -309,6 +309,16 @@ def write_summary(run_dir: Path, module: Any, step: int) -> None:
     tmp = run_dir / "summary.json.tmp"
     tmp.write_text(json.dumps(summary, indent=1, sort_keys=True))
     os.replace(tmp, run_dir / "summary.json")
+
+
+def _write_atomic(path: Path, text: str) -> None:
+    tmp = path.with_name(path.name + ".tmp")
+    try:
+        tmp.write_text(text)
+    except OSError:
+        tmp.unlink(missing_ok=True)
+        raise
+    os.replace(tmp, path)
 
 
 def _read(path: Path) -> str | None:

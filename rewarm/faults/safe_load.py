@@ -41,8 +41,9 @@ class UnsafeCheckpointError(ResumeError):
 
 
 def safe_globals() -> list[Any]:
-    """Non-tensor types our checkpoints hold beyond torch's weights-only defaults (DeepSpeed's ZeRO
-    optimizer state records its stage as an enum and its loss scaler as an object of plain numbers)."""
+    """Non-tensor types our checkpoints hold beyond torch's weights-only defaults: DeepSpeed's ZeRO optimizer
+    state records its stage as an enum, its loss scaler and its parameter fragments as objects of plain
+    numbers (checked against real shards: tests/faults/test_strategy_resume.py)."""
     out: list[Any] = []
     with contextlib.suppress(ImportError):
         from deepspeed.runtime.fp16.loss_scaler import DynamicLossScaler, LossScaler
