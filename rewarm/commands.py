@@ -9,9 +9,10 @@ import sys
 from pathlib import Path
 
 from rewarm.config import RunConfig, batch_plan, load
-from rewarm.errors import ConfigError, DataError, ResumeError, key_prefix
+from rewarm.errors import ConfigError, DataError, DiskFullError, NonFiniteError, ResumeError, key_prefix
 
 EXIT_CONFIG = 2
+EXIT_FAULT = 1  # the run stopped on a fault (non-finite step, full disk): fix the cause, then resume=auto
 
 
 def _config_parser(prog: str, description: str) -> argparse.ArgumentParser:
@@ -50,6 +51,16 @@ def train_main(argv: list[str]) -> int:
         run_dir = run(cfg, signals)
     except (ConfigError, ResumeError, DataError) as e:
         return _fail(e)
+    except (NonFiniteError, DiskFullError) as e:
+        print(f"error: {e}", file=sys.stderr)
+        return EXIT_FAULT
+    except OSError as e:
+        from rewarm.faults.disk import describe_oserror, is_disk_full
+
+        if not is_disk_full(e):
+            raise
+        print(f"error: {describe_oserror(e)}", file=sys.stderr)
+        return EXIT_FAULT
     print(f"run directory: {run_dir}")
     return 0
 

@@ -118,6 +118,14 @@ class TrainerConfig:
     """auto | ddp | deepspeed | fsdp."""
     grad_clip: float = 1.0
     """Clip the global gradient norm to this value (0 = off)."""
+    on_nonfinite: str = "stop"
+    """A step whose loss or global gradient norm is NaN / inf: stop = end the run at that step with an error
+    naming the step, the LR and the batch's sources (no checkpoint of the broken state; continue from the last
+    good one with resume=auto, e.g. with a lower LR and resume.allow_config_change=true) | skip = drop that
+    optimizer update (weights and AdamW moments untouched), count it in train/skipped_steps (not with
+    strategy=deepspeed, whose engine takes the step before the norm is known). Every rank decides alike."""
+    max_skipped_steps: int = 10
+    """With on_nonfinite=skip: stop with an error after this many consecutive skipped steps."""
     deepspeed: DeepSpeedConfig = field(default_factory=DeepSpeedConfig)
 
     def validate(self) -> None:
@@ -139,6 +147,12 @@ class TrainerConfig:
         _choice("precision", self.precision, PRECISIONS)
         _choice("accelerator", self.accelerator, ("auto", "cpu", "gpu"))
         _choice("strategy", self.strategy, STRATEGIES)
+        _choice("on_nonfinite", self.on_nonfinite, ("stop", "skip"))
+        if self.max_skipped_steps < 1:
+            raise ConfigError("max_skipped_steps", f"must be >= 1, got {self.max_skipped_steps}")
+        if self.on_nonfinite == "skip" and self.strategy == "deepspeed":
+            raise ConfigError("on_nonfinite", "skip is not available with strategy=deepspeed (its engine applies the "
+                              "update before the gradient norm is known); use on_nonfinite=stop")
         with key_prefix("deepspeed"):
             self.deepspeed.validate()
 

@@ -31,3 +31,11 @@ class DataError(RuntimeError):
 
 class ResumeError(RuntimeError):
     """A checkpoint that cannot be resumed from, with the reason."""
+
+
+class NonFiniteError(RuntimeError):
+    """A training step with a non-finite loss or gradient norm (``trainer.on_nonfinite``), or too many skipped."""
+
+
+class DiskFullError(RuntimeError):
+    """A write into the run directory that ran out of space (names the directory, bytes needed and free)."""

@@ -28,7 +28,7 @@ class SetResult:
         return self.nll_sum / self.tokens
 
     def metrics(self, name: str, subset_weights: dict[str, float] | None = None) -> dict[str, float]:
-        out = {f"val/{name}/loss": self.loss, f"val/{name}/ppl": math.exp(self.loss)}
+        out = {f"val/{name}/loss": self.loss, f"val/{name}/ppl": perplexity(self.loss)}
         for sub, (s, n) in self.subsets.items():
             if n:
                 out[f"val/{name}/{sub}/loss"] = s / n
@@ -37,6 +37,14 @@ class SetResult:
             if weighted is not None:
                 out[f"val/{name}/loss_weighted"] = weighted
         return out
+
+
+def perplexity(loss: float) -> float:
+    """exp(loss); inf past float range (a diverged model's loss of ~1e3 must not crash the run)."""
+    try:
+        return math.exp(loss)
+    except OverflowError:
+        return math.inf
 
 
 def weighted_loss(subsets: dict[str, tuple[float, int]], weights: dict[str, float]) -> float | None:

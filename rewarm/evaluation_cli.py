@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import math
 from pathlib import Path
 from typing import Any
 
@@ -23,7 +22,7 @@ def load_for_eval(cfg: RunConfig, path: Path) -> Any:
 def evaluate_checkpoint(cfg: RunConfig, path: Path) -> dict[str, dict[str, float]]:
     import torch
 
-    from rewarm.evaluate import evaluate_rows
+    from rewarm.evaluate import evaluate_rows, perplexity
     from rewarm.model import load_tokenizer
     from rewarm.train import build_val_sets, setup_logging
 
@@ -36,7 +35,7 @@ def evaluate_checkpoint(cfg: RunConfig, path: Path) -> dict[str, dict[str, float
     for vs in build_val_sets(cfg, tokenizer):
         res = evaluate_rows(model, vs.rows.rows, vs.rows.token_subsets, vs.rows.subset_names,
                             batch_size=cfg.trainer.micro_batch_size, device=device)
-        entry: dict[str, Any] = {"loss": res.loss, "ppl": math.exp(res.loss), "tokens": res.tokens}
+        entry: dict[str, Any] = {"loss": res.loss, "ppl": perplexity(res.loss), "tokens": res.tokens}
         subsets = {s: {"loss": a / n, "tokens": n} for s, (a, n) in res.subsets.items() if n}
         if subsets:
             entry["subsets"] = subsets

@@ -6,7 +6,7 @@ import logging
 from pathlib import Path
 from typing import Any
 
-from rewarm.checkpointing import STATE, find_latest_valid, read_valid_manifest
+from rewarm.checkpointing import STATE, find_latest_valid, invalid_reason
 from rewarm.errors import ResumeError
 
 log = logging.getLogger(__name__)
@@ -21,8 +21,9 @@ def resolve_checkpoint(source: Path) -> tuple[Path, Path]:
         return ckpt, source
     if source.name == STATE:
         source = source.parent
-    if read_valid_manifest(source) is None:
-        raise ResumeError(f"{source} is not a complete rewarm checkpoint (no valid manifest.json)")
+    reason = invalid_reason(source, deep=True)
+    if reason is not None:
+        raise ResumeError(f"{source} is not a valid rewarm checkpoint ({reason})")
     return source, source.parent.parent
 
 
@@ -47,21 +48,26 @@ def _strip(sd: dict[str, Any], prefix: str = "model.") -> dict[str, Any]:
 def model_state_dict(ckpt_dir: Path) -> dict[str, Any]:
     """The model's weights (Hugging Face keys) from a checkpoint, consolidated in one process without a
     process group: a Lightning file; DeepSpeed ZeRO-1/2/3 shards (the fp32 master weights, gathered from
-    every rank's optimizer partition by DeepSpeed's ``zero_to_fp32``); or an FSDP2 distributed checkpoint."""
+    every rank's optimizer partition by DeepSpeed's ``zero_to_fp32``); or an FSDP2 distributed checkpoint.
+    Every load is weights-only (``rewarm.faults.safe_load``): a checkpoint that needs more is refused."""
     import torch
+
+    from rewarm.faults.safe_load import check_dcp_metadata, weights_only_loads
 
     state = ckpt_dir / STATE
     kind = checkpoint_kind(state)
-    if kind == "deepspeed":
-        from deepspeed.utils.zero_to_fp32 import get_fp32_state_dict_from_zero_checkpoint
+    with weights_only_loads(state):
+        if kind == "deepspeed":
+            from deepspeed.utils.zero_to_fp32 import get_fp32_state_dict_from_zero_checkpoint
 
-        sd = get_fp32_state_dict_from_zero_checkpoint(str(state))
-    elif kind == "dcp":
-        from lightning.fabric.utilities.load import _load_distributed_checkpoint
+            sd = get_fp32_state_dict_from_zero_checkpoint(str(state))
+        elif kind == "dcp":
+            from lightning.fabric.utilities.load import _load_distributed_checkpoint
 
-        sd = _load_distributed_checkpoint(state)["state_dict"]
-    else:
-        sd = torch.load(state, map_location="cpu", weights_only=False)["state_dict"]
+            check_dcp_metadata(state)
+            sd = _load_distributed_checkpoint(state)["state_dict"]
+        else:
+            sd = torch.load(state, map_location="cpu", weights_only=True)["state_dict"]
     return _strip(sd)
 
 

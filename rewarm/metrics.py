@@ -1,8 +1,10 @@
-"""metrics.csv: one row per logged optimizer step, fixed columns, continued (never duplicated) on resume."""
+"""metrics.csv: one row per logged optimizer step, fixed columns, continued (never duplicated) on resume.
+Each row is appended by one write, whole or not at all (a full disk leaves no torn line)."""
 
 from __future__ import annotations
 
 import csv
+import io
 import logging
 import math
 import os
@@ -64,8 +66,6 @@ class CsvRunLogger(Logger):
     def start(self, resume_step: int | None) -> None:
         """Open for appending. ``resume_step=None``: a fresh run (any old file is replaced)."""
         if resume_step is not None and self.path.is_file():
-            import io
-
             with open(self.path, newline="") as f:
                 text = f.read()
             text = text[: text.rfind("\n") + 1]  # a last row cut short by a kill is not a row
@@ -81,25 +81,27 @@ class CsvRunLogger(Logger):
             w.writeheader()
             w.writerows(rows)
         os.replace(tmp, self.path)
-        self._file = open(self.path, "a", newline="")  # noqa: SIM115 - kept open for the run
+        self._file = os.open(self.path, os.O_WRONLY | os.O_APPEND)  # kept open for the run
 
     @rank_zero_only
     def log_metrics(self, metrics: dict[str, Any], step: int | None = None) -> None:
         if self._file is None:
             return
+        from rewarm.faults.disk import append_whole
+
         unknown = set(metrics) - set(self.columns) - self._warned
         if unknown:
             log.warning("metrics.csv has no column for %s (not written to the CSV)", sorted(unknown))
             self._warned |= unknown
         row = {c: _fmt(metrics.get(c)) for c in self.columns}
         row["step"] = str(step if step is not None else metrics["step"])
-        csv.DictWriter(self._file, self.columns).writerow(row)
-        self._file.flush()
+        buf = io.StringIO(newline="")
+        csv.DictWriter(buf, self.columns).writerow(row)
+        append_whole(self._file, buf.getvalue().encode(), self.path)
 
     @rank_zero_only
     def finalize(self, status: str) -> None:
         if self._file is not None:
-            self._file.flush()
-            os.fsync(self._file.fileno())
-            self._file.close()
+            os.fsync(self._file)
+            os.close(self._file)
             self._file = None

@@ -15,6 +15,7 @@ import lightning as L
 import torch
 
 from rewarm.evaluate import SetResult, evaluate_rows, role_metrics, token_nll
+from rewarm.faults.nonfinite import NonfiniteGuard, is_finite, poison_nonfinite
 
 log = logging.getLogger(__name__)
 
@@ -39,6 +40,8 @@ class StepSettings:
     eval_batch_size: int
     flops_per_token: float | None = None
     peak_flops: float | None = None  # of the whole job (per device x world size)
+    on_nonfinite: str = "stop"  # stop | skip (rewarm.faults.nonfinite)
+    max_skipped_steps: int = 10
 
 
 @dataclass
@@ -91,6 +94,8 @@ class RewarmModule(L.LightningModule):
         self.start_losses: dict[str, float] = {}  # val loss at step 0, per set (kept in checkpoints)
         self._source_tokens_base = [0] * len(source_names)  # all ranks' tokens per source up to the resume point
         self._source_rows = torch.zeros(len(source_names), dtype=torch.float64)  # this rank's rows since, on host
+        self._step_rows = torch.zeros(len(source_names), dtype=torch.float64)  # this rank's rows of this step
+        self.nonfinite = NonfiniteGuard(steps.on_nonfinite, steps.max_skipped_steps)
         self.final_metrics: dict[str, float] = {}
         self.data_state: Any = None  # pipeline state after the last batch trained on
         self._pending_data_state: Any = None
@@ -132,6 +137,8 @@ class RewarmModule(L.LightningModule):
         self._micro = 0
         self._grad_norm: torch.Tensor | None = None
         self._lr: float | None = None
+        if hasattr(self, "_step_rows"):
+            self._step_rows.zero_()
 
     def training_step(self, batch: dict[str, Any], batch_idx: int) -> torch.Tensor:
         labels = batch["labels"]
@@ -139,14 +146,24 @@ class RewarmModule(L.LightningModule):
         loss = nll.sum() / (labels != -100).sum().clamp(min=1)
         self._loss_sum = self._loss_sum + loss.detach()
         self._micro += 1
-        return loss
+        return poison_nonfinite(loss)  # one rank's NaN / inf reaches every rank's gradient norm
 
     def on_before_batch_transfer(self, batch: Any, dataloader_idx: int) -> Any:
         """On the host, before the copy to the device: count rows per source here (on the device it would
         cost a host sync), and keep the pipeline state (plain Python) out of the device transfer."""
-        self._source_rows += torch.bincount(batch["source_ids"], minlength=len(self.source_names))
+        rows = torch.bincount(batch["source_ids"], minlength=len(self.source_names))
+        self._source_rows += rows
+        self._step_rows += rows
         self.data_state = batch.pop("data_state", None)
         return batch
+
+    def on_train_start(self) -> None:
+        """A resumed optimizer holds the LR saved with it: a schedule changed on resume
+        (resume.allow_config_change) must apply from the first step (unchanged: the same value bit for bit)."""
+        from rewarm.schedules import apply_scheduled_lr
+
+        for config in self.trainer.lr_scheduler_configs:
+            apply_scheduled_lr(config.scheduler)
 
     def on_train_batch_start(self, batch: Any, batch_idx: int) -> None:
         if self._micro == 0 and self._should_eval(self.global_step):
@@ -164,11 +181,27 @@ class RewarmModule(L.LightningModule):
         from rewarm.strategies import clip_gradients  # DeepSpeed clips in engine.step(); FSDP2 needs DTensor norms
 
         self._grad_norm = clip_gradients(self.trainer.strategy, self.parameters(), self.optim.grad_clip)
+        if isinstance(self._grad_norm, torch.Tensor) and not self._check_finite(self._grad_norm, self.global_step):
+            optimizer.zero_grad(set_to_none=True)  # AdamW skips parameters without a gradient: nothing changes
+
+    def _check_finite(self, norm: Any, step: int) -> bool:
+        """trainer.on_nonfinite (one host sync). A GradScaler (16-mixed) skips overflowing steps by itself."""
+        if is_finite(norm) or getattr(self.trainer.precision_plugin, "scaler", None) is not None:
+            return self.nonfinite.finite()
+        sources = dict(zip(self.source_names, (int(n) for n in self._step_rows.tolist()), strict=True))
+        try:
+            return self.nonfinite.check(norm, step=step, lr=self._lr, sources=sources,
+                                        loss=torch.as_tensor(self._loss_sum) / max(1, self._micro))
+        except Exception:
+            self.flush_metrics()  # metrics.csv keeps every step before this one
+            raise
 
     def on_train_batch_end(self, outputs: Any, batch: Any, batch_idx: int) -> None:
         if self._micro < self.steps.grad_accum_steps:
             return
         step = self.global_step - 1  # the optimizer step just taken (0-based)
+        if self._grad_norm is not None and not isinstance(self._grad_norm, torch.Tensor):  # DeepSpeed: after its step
+            self._check_finite(float(self._grad_norm), step)
         if step % self.steps.log_every_steps == 0 or self._row:
             self._row.update(self._train_metrics())
         if self._row:
@@ -186,6 +219,7 @@ class RewarmModule(L.LightningModule):
             "train/loss": loss / (self._micro * self.trainer.world_size),
             "optim/lr": self._lr if self._lr is not None else float("nan"),
             "data/tokens_seen": self.tokens_seen,
+            "train/skipped_steps": self.nonfinite.skipped_steps,
         }
         if isinstance(self._grad_norm, torch.Tensor):
             out["optim/grad_norm"] = self._grad_norm.detach()
@@ -329,6 +363,7 @@ class RewarmModule(L.LightningModule):
             "evaluated_step": self._evaluated_step,
             "final_metrics": self.final_metrics or None,
             "rng": gather_objects(rng_state(), self.trainer.world_size),
+            "nonfinite": self.nonfinite.state_dict(),
         }
 
     def on_load_checkpoint(self, checkpoint: dict[str, Any]) -> None:
@@ -338,6 +373,7 @@ class RewarmModule(L.LightningModule):
         self._source_rows.zero_()
         self.data_state = self._pending_data_state = state.get("data_state")
         self._evaluated_step = int(state.get("evaluated_step", -1))
+        self.nonfinite.load_state_dict(state.get("nonfinite"))
         if state.get("final_metrics") is not None:
             self.final_metrics = dict(state["final_metrics"])
         rng = state.get("rng")

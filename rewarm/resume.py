@@ -28,6 +28,7 @@ HARMLESS: tuple[str, ...] = (
     "model.attn_implementation", "model.activation_checkpointing", "model.compile", "model.trust_remote_code",
     "data.cache_dir", "data.worker_start", "data.tokenize_batch_docs",
     "trainer.val_every_steps", "trainer.log_every_steps", "trainer.accelerator",
+    "trainer.on_nonfinite", "trainer.max_skipped_steps",
     "trainer.deepspeed.allgather_bucket_size", "trainer.deepspeed.reduce_bucket_size",
     "optimizer.fused",
     "checkpoint.", "resume.", "logging.",

@@ -55,6 +55,7 @@ def build_module(cfg: RunConfig, plan: BatchPlan, model: Any, tokenizer: Any, va
         tokens_per_step=plan.tokens_per_step,
         val_every_steps=cfg.trainer.val_every_steps, log_every_steps=cfg.trainer.log_every_steps,
         eval_batch_size=cfg.trainer.micro_batch_size, flops_per_token=fpt, peak_flops=_job_peak_flops(plan),
+        on_nonfinite=cfg.trainer.on_nonfinite, max_skipped_steps=cfg.trainer.max_skipped_steps,
     )
     o = cfg.optimizer
     optim = OptimSettings(betas=(o.betas[0], o.betas[1]), eps=o.eps, weight_decay=o.weight_decay, fused=o.fused,
@@ -85,7 +86,8 @@ def _job_peak_flops(plan: BatchPlan) -> float | None:
 
 
 def metric_columns(cfg: RunConfig, val_sets: list[Any]) -> list[str]:
-    cols = ["train/loss", "optim/lr", "optim/grad_norm", "data/tokens_seen", "data/skipped_records"]
+    cols = ["train/loss", "optim/lr", "optim/grad_norm", "data/tokens_seen", "data/skipped_records",
+            "train/skipped_steps"]
     for name in sorted(cfg.data.train):
         cols += [f"data/{name}/tokens", f"data/{name}/fraction", f"data/{name}/passes"]
     for vs in val_sets:
@@ -221,13 +223,13 @@ def run(cfg: RunConfig, signals: Any = None) -> Path:
         return run_dir
     if trainer.is_global_zero:
         checkpointer.set_aside(point.step)  # newer checkpoints are another history (skipped invalid, or a rewind)
-        (run_dir / "config.yaml").write_text(to_yaml(cfg))
+        _write_atomic(run_dir / "config.yaml", to_yaml(cfg))  # a full disk must not leave half a config
         loggers[0].start(point.first_new_row)
         log.info("run %s: %d steps x %d tokens/step = %d tokens; %s", cfg.run.name, plan.max_steps,
                  plan.tokens_per_step, plan.total_tokens, f"resuming at step {point.step}" if ckpt else "fresh")
     signals.install(trainer)
     try:
-        trainer.fit(module, ckpt_path=str(ckpt / "state.ckpt") if ckpt else None)
+        _fit(trainer, module, ckpt)
     finally:
         if signals.received is None:  # preempted: keep the flag-only handlers; _exit_preempted ignores the signals
             signals.uninstall()
@@ -245,6 +247,20 @@ def run(cfg: RunConfig, signals: Any = None) -> Path:
     if trainer.is_global_zero:
         write_summary(run_dir, module, trainer.global_step)
     return run_dir
+
+
+def _fit(trainer: Any, module: Any, ckpt: Path | None) -> None:
+    """``trainer.fit``, resuming from ``ckpt``'s state weights-only (every strategy: see rewarm.faults.safe_load)."""
+    if ckpt is None:
+        trainer.fit(module)
+        return
+    from rewarm.faults.safe_load import check_dcp_metadata, is_dcp, weights_only_loads
+
+    state = ckpt / "state.ckpt"
+    if is_dcp(state):
+        check_dcp_metadata(state)
+    with weights_only_loads(state):
+        trainer.fit(module, ckpt_path=str(state), weights_only=True)
 
 
 def _finish_wandb(loggers: list[Any]) -> None:
@@ -311,6 +327,16 @@ def write_summary(run_dir: Path, module: Any, step: int) -> None:
     tmp = run_dir / "summary.json.tmp"
     tmp.write_text(json.dumps(summary, indent=1, sort_keys=True))
     os.replace(tmp, run_dir / "summary.json")
+
+
+def _write_atomic(path: Path, text: str) -> None:
+    tmp = path.with_name(path.name + ".tmp")
+    try:
+        tmp.write_text(text)
+    except OSError:
+        tmp.unlink(missing_ok=True)
+        raise
+    os.replace(tmp, path)
 
 
 def _read(path: Path) -> str | None:

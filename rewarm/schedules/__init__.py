@@ -81,3 +81,17 @@ def build_scheduler(optimizer: Any, cfg: ScheduleConfig, total_steps: int, token
         group["initial_lr"] = 1.0  # LambdaLR only setdefault()s it: a stale value would scale the schedule
     log.debug("schedule %s over %d steps", cfg.name, total_steps)
     return LambdaLR(optimizer, lr_fn)
+
+
+def apply_scheduled_lr(scheduler: LambdaLR) -> None:
+    """Set every param group's LR to the scheduler's value at its current step (``last_epoch``), as
+    ``scheduler.step()`` would: after a resume the optimizer holds the LR saved with it."""
+    import torch
+
+    groups = scheduler.optimizer.param_groups
+    for group, base, fn in zip(groups, scheduler.base_lrs, scheduler.lr_lambdas, strict=True):
+        lr = base * fn(scheduler.last_epoch)
+        if isinstance(group["lr"], torch.Tensor):
+            group["lr"].fill_(lr)
+        else:
+            group["lr"] = lr

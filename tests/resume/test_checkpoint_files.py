@@ -68,7 +68,7 @@ def test_a_written_checkpoint_is_valid(run_dir):
 
 @pytest.mark.parametrize("damage, reason", [
     (lambda d: _truncate(d / STATE), "state.ckpt has"),
-    (lambda d: _flip_byte(d / STATE), "state.ckpt: CRC check failed"),
+    (lambda d: _flip_byte(d / STATE), "state.ckpt: content differs from the manifest's sha256"),
     (_break_manifest, "unreadable manifest.json"),
     (_drop_manifest, "missing manifest.json"),
     (lambda d: (d / STATE).unlink(), "missing state.ckpt"),
@@ -88,6 +88,17 @@ def test_the_crc_check_is_what_catches_same_size_damage(run_dir):
     _flip_byte(newest / STATE)
     assert read_valid_manifest(newest) is not None  # sizes still match
     assert read_valid_manifest(newest, deep=True) is None
+
+
+def test_manifests_without_hashes_fall_back_to_the_crc_check(run_dir):
+    """Checkpoints written before the manifest listed sha256s: the zip CRCs are checked instead."""
+    newest = run_dir / "checkpoints" / step_dir_name(6)
+    manifest = json.loads((newest / MANIFEST).read_text())
+    del manifest["sha256"]
+    (newest / MANIFEST).write_text(json.dumps(manifest))
+    assert read_valid_manifest(newest, deep=True) is not None
+    _flip_byte(newest / STATE)
+    assert "state.ckpt: CRC check failed" in (invalid_reason(newest, deep=True) or "")
 
 
 def test_temporary_and_foreign_directories_are_never_candidates(run_dir):
