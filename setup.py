@@ -10,7 +10,6 @@ and in the repository when run from a checkout or an editable install (which cop
 from __future__ import annotations
 
 import shutil
-from collections.abc import Iterator
 from pathlib import Path
 
 from setuptools import setup
@@ -29,17 +28,22 @@ def shared_files(root: Path = ROOT) -> list[Path]:
 
 
 class BuildPyWithShare(build_py):
-    """``build_py`` that also copies ``shared_files()`` into ``<build_lib>/rewarm/share/``."""
+    """``build_py`` that also copies ``shared_files()`` into ``<build_lib>/rewarm/share/`` (not in editable mode)."""
 
     def run(self) -> None:
-        if not self.editable_mode:  # a build directory reused by an earlier build may hold removed files
-            shutil.rmtree(Path(self.build_lib, "rewarm", "share"), ignore_errors=True)
         super().run()
+        if self.editable_mode:
+            return
+        shutil.rmtree(Path(self.build_lib, "rewarm", "share"), ignore_errors=True)  # a reused build dir: no stale files
+        for target, source in self._share_mapping():
+            self.mkpath(str(Path(target).parent))
+            self.copy_file(source, target)
 
-    def _get_package_data_output_mapping(self) -> Iterator[tuple[str, str]]:
-        yield from super()._get_package_data_output_mapping()
-        for rel in shared_files():
-            yield str(Path(self.build_lib, "rewarm", "share", rel)), str(ROOT / rel)
+    def get_outputs(self, include_bytecode: bool = True) -> list[str]:
+        return [*super().get_outputs(include_bytecode), *(t for t, _ in self._share_mapping())]
+
+    def _share_mapping(self) -> list[tuple[str, str]]:
+        return [(str(Path(self.build_lib, "rewarm", "share", rel)), str(ROOT / rel)) for rel in shared_files()]
 
 
 setup(cmdclass={"build_py": BuildPyWithShare})

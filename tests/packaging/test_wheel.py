@@ -25,6 +25,10 @@ NOT_SOURCE = shutil.ignore_patterns(".git", ".venv", "venv", "runs", ".cache", "
                                     "__pycache__", ".pytest_cache", ".ruff_cache", "wandb", "out")
 
 
+ADDED = ("configs/sweeps/added-later.yaml", "slurm/added-later.sh")
+"""Written into the copied tree before building: new files ship without a change to the build."""
+
+
 def shipped() -> list[str]:
     """What the wheel must carry under rewarm/share/: every file under configs/ (no hidden ones), and
     slurm/*.sbatch, slurm/*.sh — listed from the checkout now, so files added later are expected too."""
@@ -56,6 +60,8 @@ def dists(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, Path]:
     tmp = tmp_path_factory.mktemp("dists")
     src, out = tmp / "src", tmp / "dist"
     shutil.copytree(REPO, src, ignore=NOT_SOURCE)
+    for name in ADDED:  # files nobody told the build about
+        (src / name).write_text(f"# {name}\n")
     code = f"from setuptools import build_meta as b; print(b.build_sdist({str(out)!r}))"
     sdist = out / _run([sys.executable, "-c", code], cwd=src).stdout.strip().splitlines()[-1]
     _run([sys.executable, "-m", "pip", "wheel", "-q", "--no-deps", *_build_isolation(), "-w", str(out), str(sdist)],
@@ -71,10 +77,11 @@ def test_sdist_and_wheel_carry_the_configs_and_templates(dists: tuple[Path, Path
             "slurm/sweep.sbatch"} <= set(expected) and any(f.startswith("configs/sweeps/") for f in expected)
     with tarfile.open(sdist) as tar:
         top = tar.getnames()[0].split("/")[0]
-        assert {f"{top}/{f}" for f in expected} <= set(tar.getnames())
+        assert {f"{top}/{f}" for f in [*expected, *ADDED]} <= set(tar.getnames())
     with zipfile.ZipFile(wheel) as whl:
         for f in expected:  # byte for byte the checkout's files
             assert whl.read(f"rewarm/share/{f}") == (REPO / f).read_bytes(), f
+        assert all(whl.read(f"rewarm/share/{f}") == f"# {f}\n".encode() for f in ADDED)
         assert "rewarm/resources.py" in whl.namelist()
 
 
