@@ -111,7 +111,16 @@ def format_plan(cfg: RunConfig) -> str:
     for name, vs in cfg.data.val.items():
         lines.append(f"val set        {name}: {vs.role}, up to {vs.max_tokens:,} tokens")
     lines.append(f"evaluate       at step 0, every {cfg.trainer.val_every_steps} steps and at the end")
+    lines.append(resume_line(cfg))
     return "\n".join(lines)
+
+
+def resume_line(cfg: RunConfig) -> str:
+    """The plan's resume line: the mode ``rewarm train`` will use (after shorthands and overrides)."""
+    mode = cfg.resume.mode
+    what = {"auto": f"auto (the newest valid checkpoint in {cfg.run_dir / 'checkpoints'}, else a fresh start)",
+            "never": "never (a fresh start)"}.get(mode, f"from {mode}")
+    return f"resume         {what}" + (", config changes allowed (logged)" if cfg.resume.allow_config_change else "")
 
 
 def eval_main(argv: list[str]) -> int:

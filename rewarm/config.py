@@ -363,22 +363,48 @@ def _load_yaml(path: str | Path) -> Any:
     return data
 
 
+SHORTHANDS = {"resume": "resume.mode"}
+"""Override keys that stand for a longer one (``resume=PATH`` is ``resume.mode=PATH``), expanded before merging."""
+
+
 def _parse_overrides(overrides: list[str] | tuple[str, ...]) -> Any:
+    """The overrides as one tree. Shorthands are expanded first, so ``resume=PATH`` and other ``resume.*`` keys
+    combine in any order; two overrides of which one would silently drop the other are refused."""
     from omegaconf import OmegaConf
 
     for item in overrides:
         if "=" not in item or item.startswith("="):
             raise ConfigError(item, "an override must look like key=value, e.g. schedule.max_lr=3e-4")
-    return OmegaConf.from_dotlist(list(overrides))
+    items = [(key, f"{SHORTHANDS.get(key, key)}={value}") for key, _, value in (o.partition("=") for o in overrides)]
+    _check_overlaps(items)
+    return OmegaConf.from_dotlist([expanded for _, expanded in items])
+
+
+def _check_overlaps(items: list[tuple[str, str]]) -> None:
+    """Refuse what a dotlist would resolve without a word: a shorthand and its long key with different values
+    (``resume=A resume.mode=B``), or a key set to a plain value next to a key below it (``a=1 a.b=2``). The
+    same key given twice keeps the later value, as in any dotlist."""
+    for i, (key_i, item_i) in enumerate(items):
+        full_i, _, value_i = item_i.partition("=")
+        for key_j, item_j in items[i + 1 :]:
+            full_j, _, value_j = item_j.partition("=")
+            if full_i == full_j and key_i != key_j and value_i != value_j:
+                raise ConfigError(full_i, f"given twice, as {key_i}={value_i} and {key_j}={value_j}: keep one")
+            for parent, child, value in ((full_i, full_j, value_i), (full_j, full_i, value_j)):
+                if child.startswith(parent + ".") and not value.lstrip().startswith("{"):
+                    raise ConfigError(parent, f"{parent}={value} and {child}=... both given: one would replace "
+                                      f"the other; set the keys below {parent} one by one")
 
 
 def _shorthand(node: Any) -> Any:
-    """``resume: auto`` is short for ``resume: {mode: auto}``."""
+    """``resume: auto`` is short for ``resume: {mode: auto}``; an empty ``resume`` (or ``resume=null``) is never."""
     from omegaconf import OmegaConf
 
     if "resume" in node and not OmegaConf.is_dict(node["resume"]):
         value = node["resume"]
         node["resume"] = {"mode": "never" if value is None else str(value)}
+    elif "resume" in node and node["resume"].get("mode", "") is None:
+        node["resume"]["mode"] = "never"
     return node
 
 

@@ -1,7 +1,7 @@
 """`rewarm slurm CONFIG [key=value ...] [--sweep FILE] [--dry-run | --submit]`: render a SLURM batch script
 with resources taken from the config, and submit it with ``sbatch``.
 
-The templates are ``slurm/train.sbatch`` and ``slurm/sweep.sbatch`` of the repository. Rendering rewrites
+The templates are ``slurm/train.sbatch`` and ``slurm/sweep.sbatch``, shipped with the package. Rendering rewrites
 their ``#SBATCH`` directives: nodes = ``trainer.num_nodes``, tasks and GPUs per node = ``trainer.devices``
 (one task per GPU), the job name from ``run.name`` (or the sweep file), the log next to the runs, and the
 array size from the number of run lines of a sweep file. Scheduler-only settings (time limit, partition,
@@ -22,8 +22,9 @@ from pathlib import Path
 from rewarm.commands import EXIT_CONFIG
 from rewarm.config import RunConfig, load
 from rewarm.errors import ConfigError
+from rewarm.resources import resource
 
-TEMPLATE_DIR = Path(__file__).resolve().parent.parent / "slurm"
+TEMPLATE_DIR = resource("slurm")  # installed with the package, or the checkout's
 _DIRECTIVE = re.compile(r"^#SBATCH\s+--([A-Za-z-]+)(?:[=\s]\s*(\S.*?))?\s*$")
 
 

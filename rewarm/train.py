@@ -168,9 +168,11 @@ def run(cfg: RunConfig, signals: Any = None) -> Path:
 
     from rewarm.checkpointing import Checkpointer, SignalWatcher, resolve_resume
     from rewarm.data import check_paths
+    from rewarm.data.sources import reset_warnings
     from rewarm.model import check_vocab, choose_attn_implementation, load_model, load_tokenizer
 
     setup_logging(cfg.logging.level)
+    reset_warnings()  # bad records: one warning per file per run, also when several runs share a process
     plan = batch_plan(cfg)
     with key_prefix("data"):
         check_paths(cfg.data)

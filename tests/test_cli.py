@@ -6,6 +6,8 @@ import subprocess
 import sys
 from pathlib import Path
 
+import pytest
+
 from rewarm.cli import main
 from tests.conftest import tiny_overrides
 
@@ -19,6 +21,21 @@ def test_check_prints_the_plan(tiny_world, tmp_path: Path, empty_config, capsys)
     assert "warmup steps   2" in out and "peak 0.001" in out
     assert "pile: upstream" in out and "slimpajama: downstream" in out
     assert "parameters" in out  # counted from the model's config.json
+    assert f"resume         auto (the newest valid checkpoint in {tmp_path}" in out
+
+
+@pytest.mark.parametrize("order", [1, -1])
+def test_check_prints_the_resume_mode_of_a_shorthand_with_other_resume_keys(
+        order: int, tiny_world, tmp_path: Path, empty_config, capsys) -> None:
+    resume = ["resume=/x/ck", "resume.allow_config_change=true"][::order]
+    assert main(["check", str(empty_config), *tiny_overrides(tiny_world, tmp_path), *resume]) == 0
+    assert "resume         from /x/ck, config changes allowed (logged)" in capsys.readouterr().out
+
+
+def test_check_refuses_a_shorthand_that_contradicts_its_long_key(tiny_world, tmp_path, empty_config, capsys) -> None:
+    overrides = [*tiny_overrides(tiny_world, tmp_path), "resume=/x/ck", "resume.mode=never"]
+    assert main(["check", str(empty_config), *overrides]) == 2
+    assert "resume=/x/ck and resume.mode=never" in capsys.readouterr().err
 
 
 def test_check_refuses_with_the_key_and_exit_2(tiny_world, tmp_path: Path, empty_config, capsys) -> None:

@@ -26,6 +26,45 @@ def test_yaml_then_overrides(tmp_path: Path) -> None:
 def test_resume_shorthand() -> None:
     assert load(None, [*BASE, "resume=never"]).resume.mode == "never"
     assert load(None, BASE).resume.mode == "auto"
+    assert load(None, [*BASE, "resume=null"]).resume.mode == "never"
+
+
+@pytest.mark.parametrize("order", [1, -1])
+def test_resume_shorthand_combines_with_other_resume_keys_in_either_order(order: int) -> None:
+    r = load(None, [*BASE, *["resume=/x/ck", "resume.allow_config_change=true"][::order]]).resume
+    assert (r.mode, r.allow_config_change) == ("/x/ck", True)
+
+
+def test_resume_shorthand_in_yaml_combines_with_an_override(tmp_path: Path) -> None:
+    p = tmp_path / "c.yaml"
+    p.write_text("resume: /x/ck\n")
+    r = load(p, [*BASE, "resume.allow_config_change=true"]).resume
+    assert (r.mode, r.allow_config_change) == ("/x/ck", True)
+    p.write_text("resume: {allow_config_change: true}\n")
+    r = load(p, [*BASE, "resume=/y/ck"]).resume
+    assert (r.mode, r.allow_config_change) == ("/y/ck", True)
+
+
+@pytest.mark.parametrize(
+    ("overrides", "names"),
+    [
+        (["resume=/x/ck", "resume.mode=auto"], ["resume=/x/ck", "resume.mode=auto"]),
+        (["resume.mode=never", "resume=/x/ck"], ["resume.mode=never", "resume=/x/ck"]),
+        (["logging=off", "logging.level=DEBUG"], ["logging=off", "logging.level"]),
+        (["logging.level=DEBUG", "logging=off"], ["logging=off", "logging.level"]),
+    ],
+)
+def test_overrides_that_would_drop_one_another_are_refused_naming_both(overrides: list[str], names: list[str]) -> None:
+    with pytest.raises(ConfigError) as e:
+        load(None, [*BASE, *overrides])
+    assert all(n in str(e.value) for n in names)
+
+
+def test_same_key_twice_keeps_the_later_and_mapping_values_merge() -> None:
+    assert load(None, [*BASE, "resume=auto", "resume=never"]).resume.mode == "never"
+    assert load(None, [*BASE, "resume=never", "resume.mode=never"]).resume.mode == "never"
+    cfg = load(None, [*BASE, "data.train.web.weight=2", "data.train={web: {weight: 3}, b: {paths: [b.jsonl]}}"])
+    assert cfg.data.train["web"].weight == 3 and cfg.data.train["web"].paths == ["a.jsonl"]
 
 
 @pytest.mark.parametrize(

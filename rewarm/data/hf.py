@@ -12,7 +12,7 @@ import logging
 from collections.abc import Iterator
 from typing import Any
 
-from rewarm.data.sources import Doc, get_field
+from rewarm.data.sources import Doc, first_warning, get_field
 from rewarm.errors import DataError
 
 logger = logging.getLogger(__name__)
@@ -92,7 +92,7 @@ class HFReader:
         if reason:
             if self.on_bad_record == "error":
                 raise DataError(f"{self.name}: example {self._n}: {reason}")
-            if not self.skipped:
+            if first_warning("bad record", self.name):
                 logger.warning("%s: example %d: skipping bad record: %s", self.name, self._n, reason)
             self.skipped += 1
             return None

@@ -12,6 +12,7 @@ import gzip
 import json
 import logging
 import os
+import threading
 import zlib
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
@@ -23,6 +24,26 @@ logger = logging.getLogger(__name__)
 
 _CHUNK = 1 << 20  # bytes read from a compressed file per call
 _GLOB_CHARS = set("*?[")
+_warned: set[tuple[str, str]] = set()  # (what, file) warned about in this process since the run started
+_warned_lock = threading.Lock()  # readers run in prefetch threads
+
+
+def reset_warnings() -> None:
+    """Start of a run: each file's bad-record and empty-file warnings may be logged once again."""
+    with _warned_lock:
+        _warned.clear()
+
+
+def first_warning(what: str, name: str) -> bool:
+    """True the first time ``what`` is met for file ``name`` in this run: a reader is made per pass over a
+    file, so its own flag would warn once per pass. The set lives in the process: each reading process (a
+    rank, a DataLoader worker) warns at most once per file; every record has one reader, so a bad record
+    is warned about by one process at most."""
+    with _warned_lock:
+        if (what, name) in _warned:
+            return False
+        _warned.add((what, name))
+        return True
 
 
 def is_remote(path: str) -> bool:
@@ -85,6 +106,7 @@ class RecordReader:
     """Reads the documents of one file: records ``i >= start`` with ``i % stride == offset``.
 
     ``skipped`` counts the bad records met so far (among the records this reader owns). Iterate once.
+    The first bad record of a file is logged once per run (``first_warning``), however many passes read it.
     """
 
     def __init__(
@@ -103,7 +125,6 @@ class RecordReader:
         self.on_bad_record, self.start, self.stride, self.offset = on_bad_record, start, stride, offset
         self.subsets = subsets
         self.skipped = 0
-        self._warned = False
 
     def __iter__(self) -> Iterator[Doc]:
         try:
@@ -115,7 +136,7 @@ class RecordReader:
                 doc = self._parse(n, raw)
                 if doc is not None:
                     yield doc
-            if n < 0:
+            if n < 0 and first_warning("empty", self.path):
                 logger.warning("%s: empty file (no records)", self.path)
         except (OSError, EOFError, ValueError, zlib.error, _zstd_error()) as e:
             # Unreadable or truncated: the rest of the file is lost, counted as one bad record.
@@ -147,8 +168,7 @@ class RecordReader:
         if self.on_bad_record == "error":
             raise DataError(f"{where}: {reason} (set data.on_bad_record=skip to skip such records)")
         self.skipped += 1
-        if not self._warned:
-            self._warned = True
+        if first_warning("bad record", self.path):
             logger.warning("%s: skipping bad record: %s (further bad records of this file are counted "
                            "in data/skipped_records, not logged)", where, reason)
         return None

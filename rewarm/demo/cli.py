@@ -9,9 +9,11 @@ import time
 import warnings
 from pathlib import Path
 
+from rewarm.resources import resource
+
 log = logging.getLogger(__name__)
 
-DEFAULT_CONFIG = Path(__file__).resolve().parents[2] / "configs" / "demo.yaml"
+DEFAULT_CONFIG = resource("configs/demo.yaml")  # installed with the package, or the checkout's
 
 
 def parser() -> argparse.ArgumentParser:

@@ -245,3 +245,60 @@ def test_restore_reads_only_the_current_shard(tokenizer, data_cfg, pile_dir):
     again = take(resumed, 20)
     assert len(full) >= k + 23 and all(same(a, b) for a, b in zip(again, full[k + 3 : k + 23], strict=True))
     assert state_metrics(again[-1]["data_state"])["data/skipped_records"] == 0
+
+
+@pytest.mark.parametrize("reader", ["plain", "datasets"])
+def test_a_bad_record_is_warned_once_per_run_and_counted_every_pass(tokenizer, tmp_path, data_cfg, caplog, reader):
+    """A 6-document file with a bad line 4, read pass after pass (on_source_end=repeat): one warning in the
+    run, while data/skipped_records counts the line once per pass."""
+    from rewarm.data.sources import reset_warnings
+
+    bad = b'{"text": "broken' if reader == "plain" else b'{"meta": {"pile_set_name": "x"}}'  # datasets: no JSON errors
+    path = write_jsonl(tmp_path / "six.jsonl", records(6), raw_lines={3: bad})
+    cfg = data_cfg(seq_len=16, num_workers=0, on_bad_record="skip", on_source_end="repeat", reader=reader,
+                   train={"a": {"paths": [str(path)]}})
+    reset_warnings()
+    with caplog.at_level("WARNING", logger="rewarm.data"):
+        batches = [state_metrics(b["data_state"]) for b in itertools.takewhile(
+            lambda b: state_metrics(b["data_state"])["data/a/passes"] < 3, iter(loader(cfg, tokenizer, mbs=1)))]
+    assert [m["data/a/passes"] for m in batches][-1] == 2  # three passes (0, 1, 2) over the file
+    assert batches[-1]["data/skipped_records"] == 3
+    warned = [r.getMessage() for r in caplog.records if "skipping bad record" in r.getMessage()]
+    assert len(warned) == 1 and (f"{path}:4" in warned[0] or reader == "datasets")
+    reset_warnings()  # the next run warns again
+    with caplog.at_level("WARNING", logger="rewarm.data"):
+        take(loader(cfg, tokenizer, mbs=1), 5)
+    assert len([r for r in caplog.records if "skipping bad record" in r.getMessage()]) == 2
+
+
+WORKERS_SCRIPT = """
+import itertools, logging, sys
+from transformers import PreTrainedTokenizerFast
+from rewarm.data import build_train_loader, state_metrics
+from rewarm.data.config import DataConfig
+from omegaconf import OmegaConf
+logging.basicConfig(level=logging.WARNING, stream=sys.stderr)
+cfg = OmegaConf.to_object(OmegaConf.merge(OmegaConf.structured(DataConfig), OmegaConf.create(dict(
+    seq_len=16, num_workers=2, worker_start="fork", on_source_end="repeat", train={"a": {"paths": [sys.argv[2]]}}))))
+tok = PreTrainedTokenizerFast.from_pretrained(sys.argv[1])
+it = iter(build_train_loader(cfg, tok, micro_batch_size=1, seed=0, rank=0, world_size=1))
+m = [state_metrics(b["data_state"]) for b in itertools.islice(it, 200)]
+it.close()  # stops the workers
+print("PASSES", min(x["data/a/passes"] for x in m[-4:]), "SKIPPED", m[-1]["data/skipped_records"], flush=True)
+"""
+
+
+def test_a_bad_record_is_warned_once_with_two_worker_processes(tokenizer, tmp_path):
+    """Each record has one reader (here: one of two DataLoader worker processes), so the bad line is warned
+    about by the one worker that owns it, once, however many passes it makes."""
+    import subprocess
+    import sys
+
+    tokenizer.save_pretrained(tmp_path / "tok")
+    path = write_jsonl(tmp_path / "six.jsonl", records(6), raw_lines={3: b'{"text": "broken'})
+    proc = subprocess.run([sys.executable, "-c", WORKERS_SCRIPT, str(tmp_path / "tok"), str(path)],
+                          capture_output=True, text=True, timeout=300)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    passes, skipped = re.search(r"PASSES (\S+) SKIPPED (\S+)", proc.stdout).groups()
+    assert float(passes) >= 3 and float(skipped) >= 3
+    assert proc.stderr.count("skipping bad record") == 1 and f"{path}:4" in proc.stderr
