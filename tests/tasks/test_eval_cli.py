@@ -24,7 +24,7 @@ def simple_evaluate(model_dir: Path, task_dir: Path, tasks: list[str], limit: in
     from lm_eval.tasks import TaskManager
 
     out = lm_eval.simple_evaluate(model="hf", model_args={"pretrained": str(model_dir), "device": "cpu"},
-                                  tasks=tasks, task_manager=TaskManager(include_path=str(task_dir)), batch_size=4,
+                                  tasks=tasks, task_manager=TaskManager(include_path=str(task_dir), include_defaults=False), batch_size=4,
                                   limit=limit, bootstrap_iters=50, log_samples=False)
     return task_values(out)
 
