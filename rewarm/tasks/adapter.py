@@ -25,7 +25,8 @@ class RankShardedLM(HFLM):
         # HFLM sets a pad token on the tokenizer it gets: give it a copy, the run's tokenizer is saved on export
         super().__init__(pretrained=model, tokenizer=copy.deepcopy(tokenizer), batch_size=batch_size)
         self.shard_rank, self.shard_world = rank, world_size
-        self.forward_calls = 0  # real forwards of this rank (tests, benchmark)
+        self.forward_calls = 0  # real forwards of this rank
+        self.scored = 0  # requests this rank scored (its blocks), since the last reset
 
     # ---- lm-eval's request types: each scores this rank's block, then all blocks are gathered in order
     def loglikelihood(self, requests: list[Any], disable_tqdm: bool = False) -> list[Any]:
@@ -44,8 +45,10 @@ class RankShardedLM(HFLM):
 
     def _sharded(self, method: Any, requests: list[Any]) -> list[Any]:
         if self.shard_world == 1:
+            self.scored += len(requests)
             return method(self, requests, disable_tqdm=True)
         lo, hi = block(len(requests), self.shard_rank, self.shard_world)
+        self.scored += hi - lo
         mine = method(self, requests[lo:hi], disable_tqdm=True) if hi > lo else []
         while self._others_busy():  # this rank is done: keep forwarding until every rank is
             self._dummy_forward()

@@ -48,8 +48,8 @@ class TaskEvalCallback(L.Callback):
         if self._first and trainer.is_global_zero:
             for name, n in out.requests.items():
                 log.info("task %s: %d documents, %d requests", name, out.documents.get(name, 0), n)
-            log.info("task evaluation at step %d took %.1f s (%d tasks, %d requests)", step, out.seconds,
-                     len(out.requests), sum(out.requests.values()))
+            log.info("task evaluation at step %d took %.1f s (%d tasks, %d requests; rank 0 of %d scored %d)", step,
+                     out.seconds, len(out.requests), sum(out.requests.values()), trainer.world_size, out.scored_here)
         self._first = False
 
     def state_dict(self) -> dict[str, Any]:

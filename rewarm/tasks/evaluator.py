@@ -33,6 +33,7 @@ class TaskOutcome:
     values: dict[str, dict[str, float | None]]  # {task or group: {metric: value}}
     seconds: float
     requests: dict[str, int] = field(default_factory=dict)  # per task, all ranks together
+    scored_here: int = 0  # requests this rank scored (all of them on one rank)
     documents: dict[str, int] = field(default_factory=dict)
 
 
@@ -58,6 +59,7 @@ class TaskEvaluator:
 
         t0 = time.perf_counter()
         lm = self.adapter(model, tokenizer, rank, world_size)
+        lm.scored = 0
         was_training = model.training
         with preserved_rng(), _env(DISABLE_MULTIPROC="1"):  # bootstrap: no process pool forked from a trainer
             model.eval()
@@ -69,7 +71,8 @@ class TaskEvaluator:
                 model.train(was_training)
         requests = {name: len(task.instances) for name, task in self.suite.tasks.items()}
         documents = {name: int(n["effective"]) for name, n in results.get("n-samples", {}).items()}
-        return TaskOutcome(task_values(results), time.perf_counter() - t0, requests, documents)
+        return TaskOutcome(task_values(results), time.perf_counter() - t0, requests=requests, documents=documents,
+                           scored_here=lm.scored)
 
 
 def _seed_like_simple_evaluate(suite: TaskSuite) -> None:
