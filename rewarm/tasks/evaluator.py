@@ -58,9 +58,9 @@ class TaskEvaluator:
         from lm_eval.evaluator import evaluate
 
         t0 = time.perf_counter()
+        was_training = model.training  # before the adapter: HFLM's constructor calls model.eval()
         lm = self.adapter(model, tokenizer, rank, world_size)
         lm.scored = 0
-        was_training = model.training
         with preserved_rng(), _env(DISABLE_MULTIPROC="1"):  # bootstrap: no process pool forked from a trainer
             model.eval()
             try:

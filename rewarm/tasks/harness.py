@@ -36,6 +36,7 @@ class TaskSuite:
 
     names: list[str]
     task_dict: dict[str, Any]
+    manager: Any = None  # the lm_eval TaskManager the tasks came from
 
     @property
     def tasks(self) -> dict[str, Any]:
@@ -81,7 +82,7 @@ def load_suite(names: list[str], include_paths: list[str], num_fewshot: int | No
             merged[key].update(loaded.get(key, {}))
     for task in merged["tasks"].values():
         _set_fewshot(task, num_fewshot)
-    return TaskSuite(list(names), merged)
+    return TaskSuite(list(names), merged, manager)
 
 
 def _load_one(manager: Any, name: str) -> dict[str, Any]:

@@ -78,3 +78,17 @@ def test_logged_before_the_first_step(runs) -> None:
     assert f"task {PPL}: lm-eval version 2.0, 10 of 10 documents" in text
     assert f"task {MC}: 10 documents, 40 requests" in text
     assert "task evaluation at step 0 took" in text
+
+
+def test_compare_shows_task_table_and_curves(runs, tmp_path) -> None:
+    from rewarm.study.compare import write_comparison
+
+    report, summaries = write_comparison([runs["plain"], runs["tasks"]], tmp_path / "cmp")
+    text = report.read_text()
+    assert "## Downstream tasks (lm-evaluation-harness)" in text
+    assert f"| # | run | {MC} acc | {PPL} word_perplexity | {GROUP} acc |" in text and "names=" not in text
+    rows = read_metrics(runs["tasks"] / "metrics.csv")
+    st = summaries[1].tasks[MC]
+    assert (st.start, st.final) == (float(rows[0][f"task/{MC}/acc"]), float(rows[-1][f"task/{MC}/acc"]))
+    assert st.final_stderr == float(rows[-1][f"task/{MC}/acc_stderr"]) and summaries[0].tasks == {}
+    assert (tmp_path / "cmp" / "figures" / f"task_{MC}.png").is_file() and f"figures/task_{MC}.png" in text

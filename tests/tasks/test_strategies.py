@@ -6,7 +6,6 @@ unevenly (an odd document limit), so the sharded strategies must equalize their 
 
 from __future__ import annotations
 
-import re
 from pathlib import Path
 
 import pytest
