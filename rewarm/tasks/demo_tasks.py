@@ -23,12 +23,12 @@ _SENTENCE_END = re.compile(r"(?<=[.!?])\s+(?=[A-Z])")
 def sentences(text: str) -> list[str]:
     """Sentences of prose, whitespace collapsed; code-like and very short / long pieces are dropped."""
     flat = " ".join(text.split())
-    return [s for s in _SENTENCE_END.split(flat) if 25 <= len(s) <= 200 and not any(c in s for c in "{}=>")]
+    return [s for s in _SENTENCE_END.split(flat) if 25 <= len(s) <= 160 and not any(c in s for c in "{}=>")]
 
 
 def code_lines(text: str) -> list[str]:
-    """Lines of code with their indentation; blank lines dropped."""
-    return [ln.rstrip() for ln in text.splitlines() if ln.strip()]
+    """Lines of code with their indentation; blank lines and lines over 100 characters dropped."""
+    return [ln.rstrip() for ln in text.splitlines() if ln.strip() and len(ln) <= 100]
 
 
 def next_unit_items(docs: Iterable[list[str]], n: int, seed: int, context_units: int, min_len: int) -> list[dict]:
