@@ -40,3 +40,13 @@ def test_rewarm_eval_tasks_equal_simple_evaluate(tiny_world, task_dir, empty_con
     assert set(want[MC]) == {"acc", "acc_stderr", "acc_norm", "acc_norm_stderr"}
     assert set(want[PPL]) == {"word_perplexity", "byte_perplexity", "bits_per_byte"}  # no closed-form stderr
     assert 0.0 <= want[MC]["acc"] <= 1.0 and want[PPL]["byte_perplexity"] > 1.0
+
+
+def test_gupta_config_names_pythia_suite_known_to_lm_eval() -> None:
+    """The Gupta config's task list: Pythia's evaluation suite, every name in lm-eval's registry (no data loaded)."""
+    from rewarm.config import load
+    from rewarm.tasks.harness import check_names, task_manager
+
+    cfg = load(Path(__file__).parents[2] / "configs" / "pythia-410m-pile-to-slimpajama.yaml")
+    assert cfg.tasks.names == ["lambada_openai", "piqa", "winogrande", "arc_easy", "arc_challenge", "sciq", "logiqa"]
+    check_names(task_manager(cfg.tasks.names, cfg.tasks.include_paths), cfg.tasks.names)
