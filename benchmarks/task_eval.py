@@ -8,7 +8,7 @@ loaded Task objects>, ...)`` -- what a user runs after training (litgpt's way), 
 sides do once. Same tasks (a local 4-way multiple-choice task and a loglikelihood_rolling one), limit, batch
 size and bootstrap iterations; the values are checked to be equal.
 
-The two alternate (ABBA) for R rounds; the ratio is median(rewarm) / median(lm-eval) wall seconds. Target <= 1.10
+The sides alternate (their order rotates each round) for R rounds; the ratio is median(rewarm) / median(lm-eval) wall seconds. Target <= 1.10
 (no overhead of our own). ``simple_evaluate`` also seeds and collects an environment report (torch's
 collect_env, git) on every call; for context, each round also times lm-eval's ``evaluator.evaluate`` alone on
 the same LM, and the ratio to it is printed before the last line, ``ratio_vs_lm_eval=<x>``.
@@ -126,11 +126,14 @@ def main(argv: list[str] | None = None) -> float:
     ours, theirs = run_rewarm(evaluator, model, tok), run_lm_eval(evaluator, exported, tok, lm)  # warm-up
     if ours != theirs:
         raise SystemExit(f"rewarm and lm-eval disagree:\n{ours}\n{theirs}")
+    sides = [lambda: run_rewarm(evaluator, model, tok), lambda: run_lm_eval(evaluator, exported, tok, lm),
+             lambda: run_lm_eval_core(evaluator, exported, tok, lm)]
     a_times, b_times, c_times = [], [], []
     for r in range(s["rounds"]):
-        a, b = C.abba(r, lambda: C.timed(lambda: run_rewarm(evaluator, model, tok)),
-                      lambda: C.timed(lambda: run_lm_eval(evaluator, exported, tok, lm)))
-        c = C.timed(lambda: run_lm_eval_core(evaluator, exported, tok, lm))
+        t = {}
+        for k in [(r + j) % 3 for j in range(3)]:  # the order rotates: a drift of the machine falls on all three
+            t[k] = C.timed(sides[k])
+        a, b, c = t[0], t[1], t[2]
         a_times.append(a)
         b_times.append(b)
         c_times.append(c)
