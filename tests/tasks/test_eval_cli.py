@@ -50,3 +50,15 @@ def test_gupta_config_names_pythia_suite_known_to_lm_eval() -> None:
     cfg = load(Path(__file__).parents[2] / "configs" / "pythia-410m-pile-to-slimpajama.yaml")
     assert cfg.tasks.names == ["lambada_openai", "piqa", "winogrande", "arc_easy", "arc_challenge", "sciq", "logiqa"]
     check_names(task_manager(cfg.tasks.names, cfg.tasks.include_paths), cfg.tasks.names)
+
+
+def test_rewarm_eval_revision_of_a_model_directory(tiny_world, task_dir, empty_config, tmp_path, capsys) -> None:
+    """``--checkpoint DIR --revision REV`` loads DIR/REV (the layout of a hub id's revisions kept locally)."""
+    import shutil
+
+    revs = tmp_path / "revs"
+    shutil.copytree(tiny_world["model"], revs / "step5")
+    overrides = tiny_overrides(tiny_world, tmp_path) + task_overrides(task_dir, MC)
+    got = rewarm_eval(capsys, empty_config, overrides, "--checkpoint", str(revs), "--revision", "step5",
+                      "--limit", "5")
+    assert got["tasks"] == simple_evaluate(revs / "step5", task_dir, [MC], 5)
