@@ -22,7 +22,7 @@ $(STAMP): pyproject.toml
 	@if ! $(PY) -c "import torch" >/dev/null 2>&1; then \
 		echo "installing torch==2.13.0 (CPU build)"; $(PY) -m pip install -q torch==2.13.0; \
 	else echo "keeping installed torch $$($(PY) -c 'import torch; print(torch.__version__)')"; fi
-	$(PY) -m pip install -q -e ".[dev,deepspeed]"
+	$(PY) -m pip install -q -e ".[dev,deepspeed,eval]"
 	@touch $(STAMP)
 
 demo: setup

@@ -75,6 +75,10 @@ def check_main(argv: list[str]) -> int:
 
         with key_prefix("data"):
             check_paths(cfg.data)
+        from rewarm.tasks.config import check_task_paths
+
+        with key_prefix("tasks"):
+            check_task_paths(cfg.tasks)
         print(format_plan(cfg))
     except ConfigError as e:
         print(f"error: invalid config: {e}", file=sys.stderr)
@@ -112,6 +116,9 @@ def format_plan(cfg: RunConfig) -> str:
         lines.append(f"val set        {name}: {vs.role}, up to {vs.max_tokens:,} tokens")
     lines.append(f"evaluate       at step 0, every {cfg.trainer.val_every_steps} steps and at the end")
     lines.append(resume_line(cfg))
+    if cfg.tasks.names:
+        every = f"every {cfg.tasks.every_steps} steps, " if cfg.tasks.every_steps else ""
+        lines.append(f"tasks          {', '.join(cfg.tasks.names)}: at step 0, {every}at the end")
     return "\n".join(lines)
 
 
@@ -125,15 +132,24 @@ def resume_line(cfg: RunConfig) -> str:
 
 def eval_main(argv: list[str]) -> int:
     p = _config_parser("eval", "Evaluate a model directory or run checkpoint on the configured validation sets.")
-    p.add_argument("--checkpoint", required=True, help="HF model directory, run directory, or checkpoint directory")
+    p.add_argument("--checkpoint", required=True,
+                   help="HF model directory, run directory, checkpoint directory, or hub id (with --revision)")
+    p.add_argument("--revision", default=None, help="hub revision (e.g. step143000); for a local HF directory, "
+                                                    "its subdirectory")
+    p.add_argument("--tasks", default=None, help="comma-separated lm-eval tasks (default: the config's tasks.names)")
+    p.add_argument("--limit", type=int, default=None, help="at most N documents per task (default: tasks.limit)")
     args = p.parse_args(argv)
     cfg = load_or_report(args.config, args.overrides)
     if cfg is None:
         return EXIT_CONFIG
+    tasks = [t.strip() for t in args.tasks.split(",")] if args.tasks is not None else None
+    if tasks is not None and not all(tasks) or (args.limit is not None and args.limit < 1):
+        return _fail(ConfigError("--tasks/--limit", "give task names separated by commas and a limit >= 1"))
     from rewarm.evaluation_cli import evaluate_checkpoint
 
     try:
-        results = evaluate_checkpoint(cfg, Path(args.checkpoint))
+        results = evaluate_checkpoint(cfg, Path(args.checkpoint), tasks=tasks, limit=args.limit,
+                                      revision=args.revision)
     except (ConfigError, ResumeError, DataError) as e:
         return _fail(e)
     print(json.dumps(results, indent=1))

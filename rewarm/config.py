@@ -17,6 +17,7 @@ from typing import Any
 from rewarm.data.config import DataConfig
 from rewarm.errors import ConfigError, key_prefix
 from rewarm.schedules.config import ScheduleConfig
+from rewarm.tasks.config import TasksConfig
 
 PRECISIONS = ("32-true", "bf16-mixed", "bf16-true", "16-mixed")
 STRATEGIES = ("auto", "ddp", "deepspeed", "fsdp")
@@ -255,13 +256,14 @@ class RunConfig:
     checkpoint: CheckpointConfig = field(default_factory=CheckpointConfig)
     resume: ResumeConfig = field(default_factory=ResumeConfig)
     logging: LoggingConfig = field(default_factory=LoggingConfig)
+    tasks: TasksConfig = field(default_factory=TasksConfig)
 
     @property
     def run_dir(self) -> Path:
         return Path(self.run.out_dir) / self.run.name
 
     def validate(self) -> None:
-        for section in ("run", "model", "data", "trainer", "optimizer", "schedule", "checkpoint", "logging"):
+        for section in ("run", "model", "data", "trainer", "optimizer", "schedule", "checkpoint", "logging", "tasks"):
             with key_prefix(section):
                 getattr(self, section).validate()
         plan = batch_plan(self)

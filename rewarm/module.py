@@ -324,6 +324,13 @@ class RewarmModule(L.LightningModule):
             self._row.update(role_metrics(vs.name, vs.role, res.loss, self.start_losses.get(vs.name)))
         self._evaluated_step = step
 
+    def add_eval_metrics(self, metrics: dict[str, float], seconds: float) -> None:
+        """Metrics measured beside validation (downstream tasks, ``rewarm.tasks``) join this step's row; their
+        time is kept out of perf/tokens_per_sec."""
+        self._row.update(metrics)
+        if self._t_last is not None:
+            self._t_last += seconds
+
     def on_train_end(self) -> None:
         self.flush_metrics()
         step = self.global_step

@@ -187,6 +187,9 @@ def run(cfg: RunConfig, signals: Any = None) -> Path:
     L.seed_everything(cfg.run.seed, workers=True, verbose=False)
     m = cfg.model
     tokenizer = load_tokenizer(m.name_or_path, m.revision, m.tokenizer, m.trust_remote_code)
+    from rewarm.tasks.build import build_task_callback  # before the model: unknown tasks, missing data refused
+
+    tasks = build_task_callback(cfg.tasks, tokenizer)  # None when tasks.names is empty
     attn = choose_attn_implementation(m.attn_implementation, _device_type(cfg))
     log.info("attention implementation: %s (requested %s)", attn, m.attn_implementation)
     model = load_model(m.name_or_path, m.revision, init=m.init, dtype=m.dtype, attn_implementation=attn,
@@ -201,7 +204,7 @@ def run(cfg: RunConfig, signals: Any = None) -> Path:
                     "Pythia was trained (packed rows attended across document boundaries)")
     val_sets = build_val_sets(cfg, tokenizer)
     module = build_module(cfg, plan, model, tokenizer, val_sets)
-    columns = metric_columns(cfg, val_sets)
+    columns = metric_columns(cfg, val_sets) + (tasks.columns if tasks else [])
     loggers = build_loggers(cfg, run_dir, columns)
     signals = signals or SignalWatcher()
     checkpointer = Checkpointer(
@@ -213,7 +216,7 @@ def run(cfg: RunConfig, signals: Any = None) -> Path:
                                 hf_every=cfg.checkpoint.hf_every_steps, tokenizer=tokenizer, run_dir=run_dir)
     from rewarm.callbacks import ReinstallSignals
 
-    callbacks = [*build_callbacks(cfg.logging.progress), ReinstallSignals(signals)]
+    callbacks = [*build_callbacks(cfg.logging.progress), ReinstallSignals(signals), *([tasks] if tasks else [])]
     trainer = build_trainer(cfg, plan, loggers, callbacks)
     ckpt = resolve_resume(cfg.resume.mode, run_dir)
     from rewarm.resume import prepare_resume

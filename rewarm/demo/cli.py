@@ -60,10 +60,12 @@ def main(argv: list[str]) -> int:
               "(or add --rerun to start the study over).")
         return 1
     result.seconds["total"] = time.perf_counter() - t0
-    from rewarm.demo.table import format_findings, format_table, format_timings
+    from rewarm.demo.table import format_findings, format_table, format_task_table, format_timings
 
     print()
     print(format_table(result))
+    print()
+    print(format_task_table(result))
     print()
     print(format_findings(result))
     print()

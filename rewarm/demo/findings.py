@@ -15,7 +15,9 @@ Findings (DESIGN.md §2, Gupta et al. 2023 and Ibrahim et al. 2024):
 4. every rewarmed model (warmup + decay from the base, with or without replay) beats training from scratch
    on both sets;
 5. rewarming on the upstream data itself still costs loss (upstream loss rises above its start);
-6. the warmup length barely matters (0 % vs 1 % differ by no more than the seed noise).
+6. the warmup length barely matters (0 % vs 1 % differ by no more than the seed noise);
+7. (when the study has the run) continuing from an earlier checkpoint of the base does not end better downstream
+   than continuing from the final one (Gupta et al.: "earlier checkpoints do not adapt faster").
 """
 
 from __future__ import annotations
@@ -160,6 +162,19 @@ def warmup(n: StudyNumbers, no_warmup: str, main: str) -> Finding:
     ev = (f"warmup 0 % minus 1 %: upstream {diffs['upstream']:+.3f}, downstream {diffs['downstream']:+.3f}; "
           f"threshold {_fmt(n.threshold)}")
     return Finding("Warmup length barely matters", ok, ev)
+
+
+def earlier_checkpoint(n: StudyNumbers, earlier: str, main: str, revision: str) -> Finding:
+    """7: the run from an earlier revision vs the same run from the final revision, both sets, computed."""
+    t = n.threshold
+    diff = n.final(earlier, "downstream") - n.final(main, "downstream")
+    verdict = "worse than" if diff > t else "better than" if diff < -t else "level with"
+    adapt = {r: n.curves[r][n.downstream].start - n.final(r, "downstream") for r in (earlier, main)}
+    ev = (f"from {revision}, the run ends {verdict} the final-revision rewarm downstream: "
+          f"{_fmt(n.final(earlier, 'downstream'))} vs {_fmt(n.final(main, 'downstream'))} ({diff:+.3f}); upstream "
+          f"{_fmt(n.final(earlier, 'upstream'))} vs {_fmt(n.final(main, 'upstream'))}; adaptation (start - final "
+          f"downstream) {_fmt(adapt[earlier])} vs {_fmt(adapt[main])}; threshold {_fmt(t)}")
+    return Finding("An earlier checkpoint does not end better than the final one", diff >= -t, ev)
 
 
 def render(findings: list[Finding], n: StudyNumbers) -> str:

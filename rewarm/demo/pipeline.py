@@ -16,9 +16,10 @@ from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
-from rewarm.demo.base import BaseRecipe, ModelShape, build_base
+from rewarm.demo.base import BaseRecipe, ModelShape, build_base, revisions
 from rewarm.demo.corpus import CorpusPaths, CorpusSpec, build_corpora
 from rewarm.demo.study import GROUP, StudyPlan, StudyRecipe, environment, findings_of, plan_study, run_study
+from rewarm.demo.tasks import build_demo_tasks
 from rewarm.demo.tokenizer import build_tokenizer
 
 log = logging.getLogger(__name__)
@@ -34,6 +35,8 @@ class DemoPreset:
     base_name: str = "base"
     study: StudyRecipe = StudyRecipe()
     group: str = GROUP
+    task_items: int = 200
+    """Items of each demo task (rewarm.demo.tasks)."""
 
 
 PRESETS: dict[str, DemoPreset] = {
@@ -41,7 +44,7 @@ PRESETS: dict[str, DemoPreset] = {
     "quick": DemoPreset(
         base=BaseRecipe(steps=240, revision_every=60, val_every=60),
         base_name="base-quick",
-        study=StudyRecipe(steps=60, val_every=15, val_tokens=8192),
+        study=StudyRecipe(steps=60, val_every=15, val_tokens=8192, task_every=30),
         group=f"{GROUP}-quick",
     ),
 }
@@ -49,14 +52,15 @@ PRESETS: dict[str, DemoPreset] = {
 
 def tiny_preset() -> DemoPreset:
     """A demo small enough for a test (seconds per run): small corpora, 512 tokens, a 2-layer d=32 model."""
-    shape = ModelShape(hidden_size=32, num_layers=2, num_heads=2, max_positions=64)
+    shape = ModelShape(hidden_size=32, num_layers=2, num_heads=2, max_positions=256)  # room for the task items
     return DemoPreset(
         corpus=CorpusSpec(max_upstream_bytes=300_000, max_downstream_bytes=300_000, heldout_fraction=0.15),
         vocab_size=512,
         base=BaseRecipe(shape=shape, seq_len=32, batch_size=4, steps=8, revision_every=4, val_tokens=512, val_every=4),
         base_name="base-tiny",
-        study=StudyRecipe(steps=4, val_every=2, val_tokens=512),
+        study=StudyRecipe(steps=4, val_every=2, val_tokens=512, task_limit=12),
         group=f"{GROUP}-tiny",
+        task_items=24,
     )
 
 
@@ -74,7 +78,8 @@ class DemoResult:
 
 
 def prepare(cache: Path, preset: DemoPreset, seconds: dict[str, float]) -> tuple[CorpusPaths, Path, Path]:
-    """Corpora, tokenizer and base model under ``cache`` (each reused when up to date); timings into ``seconds``."""
+    """Corpora, tokenizer, base model (each reused when up to date) and the tasks under ``cache``; timings into
+    ``seconds``."""
     t = time.perf_counter()
     corpus = build_corpora(cache / "corpus", preset.corpus)
     seconds["corpora"] = time.perf_counter() - t
@@ -85,6 +90,9 @@ def prepare(cache: Path, preset: DemoPreset, seconds: dict[str, float]) -> tuple
     t = time.perf_counter()
     base_run = build_base(cache, corpus, tokenizer_dir, preset.base, preset.base_name)
     seconds["base model"] = time.perf_counter() - t
+    t = time.perf_counter()
+    build_demo_tasks(corpus, cache / "tasks", preset.task_items)
+    seconds["tasks"] = time.perf_counter() - t
     return corpus, tokenizer_dir, base_run
 
 
@@ -94,10 +102,11 @@ def run_demo(config_path: Path, out: Path, cache: Path, preset: DemoPreset, *, r
     seconds: dict[str, float] = {}
     corpus, _, base_run = prepare(cache, preset, seconds)
     study = _with_base_shape(preset)
-    plan = plan_study(preset.base.max_lr, corpus, study)
+    earlier = revisions(base_run)[:1]  # the first kept revision (Gupta et al.: steps 10k, 27k of 143k)
+    plan = plan_study(preset.base.max_lr, corpus, study, earlier_revision=earlier[0] if earlier else None)
     _reset_stale_runs(out / preset.group, _study_stamp(base_run, preset, config_path), rerun)
     t = time.perf_counter()
-    env = environment(base_run, corpus, out, study, wandb_mode)
+    env = environment(base_run, corpus, out, study, wandb_mode, task_dir=cache / "tasks")
     dirs = dict(zip(plan.runs, run_study(config_path, plan, env, group=preset.group), strict=True))
     seconds["study"] = time.perf_counter() - t
     t = time.perf_counter()
@@ -124,7 +133,8 @@ def write_report(out_dir: Path, plan: StudyPlan, dirs: dict[str, Path], found: l
 
 def _study_stamp(base_run: Path, preset: DemoPreset, config_path: Path) -> dict[str, Any]:
     base = json.loads((base_run / "rewarm_demo_stamp.json").read_text())
-    stamp = {"base": base, "study": asdict(preset.study), "config": Path(config_path).read_text()}
+    stamp = {"base": base, "study": asdict(preset.study), "config": Path(config_path).read_text(),
+             "task_items": preset.task_items}
     return json.loads(json.dumps(stamp))  # as it reads back from the file (tuples become lists)
 
 

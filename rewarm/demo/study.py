@@ -8,7 +8,12 @@ From the tiny base (pre-trained on upstream with peak LR P, ending at 0.1 P), on
 - ``replay-5pct``: ``rewarm-1x`` with 5 % of the rows from upstream (Ibrahim et al.);
 - ``scratch``: ``rewarm-1x``'s schedule from fresh weights of the same architecture;
 - ``upstream-rewarm``: ``rewarm-1x`` on the upstream data itself;
-- ``rewarm-1x-seed<k>``: ``rewarm-1x`` with another seed (data order), to measure the noise.
+- ``rewarm-1x-seed<k>``: ``rewarm-1x`` with another seed (data order), to measure the noise;
+- ``rewarm-1x-from-step<N>``: ``rewarm-1x`` from an earlier revision of the base (Gupta et al. also continue
+  Pythia from steps 10k and 27k), loaded as ``model.revision``.
+
+Every run also evaluates the demo's two lm-eval tasks (``rewarm.demo.tasks``) at step 0, every
+``tasks.every_steps`` and at the end.
 
 The main run's settings are ``configs/demo.yaml``; every run overrides the schedule completely, and the
 environment (cache paths, run length in ``--quick``) comes as the sweep's extra overrides.
@@ -43,6 +48,10 @@ class StudyRecipe:
     warmup_fraction: float = 0.01
     replay_fraction: float = 0.05
     noise_seed: int = 1
+    task_every: int | None = None
+    """tasks.every_steps of the runs (None: the config's)."""
+    task_limit: int | None = None
+    """tasks.limit of the runs (None: the config's)."""
 
 
 @dataclass(frozen=True)
@@ -58,6 +67,9 @@ class StudyPlan:
     scratch: str = "scratch"
     upstream: str = "upstream-rewarm"
     seed_twin: str = f"{MAIN}-seed1"
+    earlier: str | None = None
+    """The run from an earlier revision of the base (None: the base kept none)."""
+    earlier_revision: str | None = None
 
     @property
     def rewarmed_downstream(self) -> list[str]:
@@ -81,8 +93,10 @@ def upstream_source(corpus: CorpusPaths, weight: float) -> list[str]:
     return ["data.train.pile.preset=pile", f"data.train.pile.root={corpus.root / 'pile'}", f"data.train.pile.weight={weight:g}"]
 
 
-def plan_study(base_peak_lr: float, corpus: CorpusPaths, recipe: StudyRecipe = StudyRecipe()) -> StudyPlan:
-    """Name and override every run of the study; the base's peak LR P sets all learning rates."""
+def plan_study(base_peak_lr: float, corpus: CorpusPaths, recipe: StudyRecipe = StudyRecipe(),
+               earlier_revision: str | None = None) -> StudyPlan:
+    """Name and override every run of the study; the base's peak LR P sets all learning rates.
+    ``earlier_revision`` (e.g. ``step150``) adds the main run from that revision of the base."""
     main = cosine(base_peak_lr, recipe.warmup_fraction)
     r, twin = recipe.replay_fraction, f"{MAIN}-seed{recipe.noise_seed}"
     runs: dict[str, list[str]] = {MAIN: main, twin: [*main, f"run.seed={recipe.noise_seed}"]}  # the noise first
@@ -99,11 +113,17 @@ def plan_study(base_peak_lr: float, corpus: CorpusPaths, recipe: StudyRecipe = S
     runs["replay-5pct"] = [*main, *upstream_source(corpus, r), f"data.train.slimpajama.weight={1 - r:g}"]
     runs["upstream-rewarm"] = [*main, *upstream_source(corpus, 1.0), "data.train.slimpajama.weight=0"]
     runs["scratch"] = [*main, "model.init=scratch"]
-    return StudyPlan(runs, lr_runs, seed_twin=twin)
+    earlier = None
+    if earlier_revision is not None:
+        earlier = f"{MAIN}-from-{earlier_revision}"
+        runs[earlier] = [*main, f"model.revision={earlier_revision}"]
+    return StudyPlan(runs, lr_runs, seed_twin=twin, earlier=earlier, earlier_revision=earlier_revision)
 
 
-def environment(base_run: Path, corpus: CorpusPaths, out_dir: Path, recipe: StudyRecipe, wandb_mode: str | None) -> list[str]:
-    """Overrides every run shares: where the base model and the corpora are, where runs go, the run length."""
+def environment(base_run: Path, corpus: CorpusPaths, out_dir: Path, recipe: StudyRecipe, wandb_mode: str | None,
+                task_dir: Path | None = None) -> list[str]:
+    """Overrides every run shares: where the base model, the corpora and the tasks are, where runs go, the run
+    length."""
     out = [
         f"model.name_or_path={base_run / 'hf'}",
         f"data.train.slimpajama.root={corpus.root / 'slimpajama'}",
@@ -123,6 +143,12 @@ def environment(base_run: Path, corpus: CorpusPaths, out_dir: Path, recipe: Stud
         out += [f"data.val.pile.max_tokens={recipe.val_tokens}", f"data.val.slimpajama.max_tokens={recipe.val_tokens}"]
     if wandb_mode is not None:
         out.append(f"logging.wandb.mode={wandb_mode}")
+    if task_dir is not None:
+        out.append(f"tasks.include_paths=[{task_dir}]")
+    if recipe.task_every is not None:
+        out.append(f"tasks.every_steps={recipe.task_every}")
+    if recipe.task_limit is not None:
+        out.append(f"tasks.limit={recipe.task_limit}")
     return out
 
 
@@ -135,7 +161,8 @@ def run_study(config_path: Path, plan: StudyPlan, env: list[str], group: str = G
 
 
 def findings_of(plan: StudyPlan, run_dirs: dict[str, Path]) -> tuple[list[Any], Any]:
-    """The six findings, computed from the runs' metrics.csv (see rewarm.demo.findings)."""
+    """The findings, computed from the runs' metrics.csv (see rewarm.demo.findings): six, and a seventh when the
+    study has a run from an earlier revision."""
     from rewarm.demo import findings as F
 
     curves = {name: F.read_curves(d) for name, d in run_dirs.items()}
@@ -153,4 +180,6 @@ def findings_of(plan: StudyPlan, run_dirs: dict[str, Path]) -> tuple[list[Any], 
         F.same_data(numbers, plan.upstream),
         F.warmup(numbers, plan.no_warmup, plan.main),
     ]
+    if plan.earlier is not None:
+        found.append(F.earlier_checkpoint(numbers, plan.earlier, plan.main, plan.earlier_revision or "?"))
     return found, numbers

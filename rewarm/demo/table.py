@@ -30,6 +30,24 @@ def format_table(result: Any, upstream: str = "pile", downstream: str = "slimpaj
     return "\n".join(lines)
 
 
+def format_task_table(result: Any) -> str:
+    """One line per run: each task's main metric (accuracy) at the start -> at the end, from its metrics.csv."""
+    from rewarm.study.compare import load_run
+    from rewarm.study.tasks import task_stats
+
+    stats = {name: task_stats(load_run(d)) for name, d in result.run_dirs.items()}
+    tasks = list(dict.fromkeys((t, st.metric) for sts in stats.values() for t, st in sts.items()))
+    if not tasks:
+        return "(no downstream tasks were evaluated)"
+    width = max(len(name) for name in stats) + 2
+    head = f"{'run':{width}}" + "".join(f"{f'{t} {m} (start -> end)':<34}" for t, m in tasks)
+    lines = [head, "-" * len(head)]
+    for name, sts in stats.items():
+        cells = [f"{sts[t].start:.3f} -> {sts[t].final:.3f}" if t in sts else "-" for t, _ in tasks]
+        lines.append(f"{name:{width}}" + "".join(f"{c:<34}" for c in cells))
+    return "\n".join(lines)
+
+
 def format_findings(result: Any) -> str:
     """The seed noise and one verdict per finding, as computed by ``rewarm.demo.findings``."""
     n = result.numbers

@@ -38,6 +38,7 @@ IGNORED_PREFIXES = (
     "data.val.",
     "trainer.log_every_steps",
     "trainer.val_every_steps",
+    "tasks.",
 )
 """Config keys that do not change what a run learns: never part of a label."""
 
@@ -115,6 +116,7 @@ class RunSummary:
     tokens: float
     final_lr: float | None
     sets: dict[str, SetStats] = field(default_factory=dict)
+    tasks: dict[str, Any] = field(default_factory=dict)  # task -> rewarm.study.tasks.TaskStats
 
     @property
     def forgetting(self) -> dict[str, float]:
@@ -278,6 +280,9 @@ def summarize(run: RunData) -> RunSummary:
         stats = set_stats(run, name)
         if stats is not None:
             summary.sets[name] = stats
+    from rewarm.study.tasks import task_stats
+
+    summary.tasks = task_stats(run)
     return summary
 
 

@@ -205,6 +205,9 @@ def write_figures(runs: list[RunData], summaries: list[RunSummary], out_dir: Pat
     )
     if train is not None:
         figures["train_loss"] = train
+    from rewarm.study.tasks import plot_tasks
+
+    figures.update(plot_tasks(runs, out_dir))
     return figures
 
 

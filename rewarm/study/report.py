@@ -106,6 +106,9 @@ def render(summaries: list[RunSummary], figures: Mapping[str, str], *, title: st
         ]
         if f"val/{val_set}" in figures:
             lines += [f"![validation loss on {val_set} vs tokens]({figures[f'val/{val_set}']})", ""]
+    from rewarm.study.tasks import task_section
+
+    lines += task_section(summaries, dict(figures))
     for key, caption in (("lr", "learning rate vs tokens"), ("train_loss", "training loss vs tokens")):
         if key in figures:
             lines += [f"## {caption.capitalize()}", "", f"![{caption}]({figures[key]})", ""]

@@ -12,7 +12,8 @@ from rewarm.demo.base import revisions
 from rewarm.demo.cli import DEFAULT_CONFIG
 from rewarm.demo.pipeline import DemoPreset, run_demo
 from rewarm.demo.study import MAIN
-from rewarm.demo.table import format_findings, format_table
+from rewarm.demo.table import format_findings, format_table, format_task_table
+from rewarm.metrics import read_metrics
 
 
 @pytest.fixture(scope="module")
@@ -38,8 +39,11 @@ def test_every_study_run_finished_from_the_base(demo, tiny: DemoPreset) -> None:
         assert summary["finished"] and summary["step"] == tiny.study.steps
     starts = {name: result.numbers.curves[name]["pile"].start for name in result.run_dirs}
     # every run but scratch starts from the same base model: same step-0 validation loss
-    assert len({round(v, 9) for n, v in starts.items() if n != "scratch"}) == 1
+    earlier = result.plan.earlier
+    assert len({round(v, 9) for n, v in starts.items() if n not in ("scratch", earlier)}) == 1
     assert starts["scratch"] != starts[MAIN]
+    assert earlier == f"{MAIN}-from-{revisions(result.base_run)[0]}" and starts[earlier] != starts[MAIN]
+    assert f"revision: {revisions(result.base_run)[0]}" in (result.run_dirs[earlier] / "config.yaml").read_text()
 
 
 def test_report_has_table_figures_and_computed_findings(demo) -> None:
@@ -49,7 +53,12 @@ def test_report_has_table_figures_and_computed_findings(demo) -> None:
     assert "Findings of the papers reproduced by this run" in text and "Seed noise" in text
     assert all(name in text for name in result.run_dirs)
     assert list((out / "report").rglob("*.png"))
-    assert len(result.findings) == 6 and all(f.evidence for f in result.findings)
+    assert len(result.findings) == 7 and all(f.evidence for f in result.findings)
+    earlier = result.findings[-1]  # computed from the runs: the verdict word comes from the numbers
+    assert earlier.title == "An earlier checkpoint does not end better than the final one"
+    assert any(f"the run ends {w} the final-revision rewarm" in earlier.evidence for w in ("worse than", "better than",
+                                                                                          "level with"))
+    assert "## Downstream tasks (lm-evaluation-harness)" in text and "next_sentence acc" in text
     assert math.isfinite(result.numbers.seed_noise)
 
 
@@ -72,3 +81,17 @@ def test_second_call_reuses_cache_and_finished_runs(demo, demo_cache: Path, tiny
     assert {n: (d / "summary.json").stat().st_mtime_ns for n, d in again.run_dirs.items()} == summaries
     assert (again.base_run / "hf" / "model.safetensors").stat().st_mtime_ns == base_mtime
     assert [f.reproduced for f in again.findings] == [f.reproduced for f in result.findings]
+
+
+def test_every_run_logs_both_demo_tasks(demo) -> None:
+    """The two local tasks (built from the held-out documents) at step 0 and at the end of every run."""
+    result, _ = demo
+    for name, run_dir in result.run_dirs.items():
+        rows = read_metrics(run_dir / "metrics.csv")
+        for task in ("next_sentence", "next_line"):
+            steps = [int(r["step"]) for r in rows if r.get(f"task/{task}/acc")]
+            assert steps[0] == 0 and str(steps[-1]) == rows[-1]["step"], (name, task, steps)
+            assert 0.0 <= float(rows[-1][f"task/{task}/acc"]) <= 1.0
+    table = format_task_table(result).splitlines()
+    assert "next_sentence acc (start -> end)" in table[0] and "next_line acc (start -> end)" in table[0]
+    assert len(table) == 2 + len(result.run_dirs)
