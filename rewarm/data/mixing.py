@@ -37,9 +37,12 @@ class SubSource:
     weight: float
     knots: tuple[tuple[float, float], ...]
     share: float  # fraction of the source's weight (1.0 without subsets)
-    backend: str = "plain"  # plain | datasets (see rewarm.data.hf)
+    backend: str = "plain"  # plain | datasets (see rewarm.data.hf) | megatron (files are .bin/.idx prefixes)
     hf_dataset: str | None = None
     hf_split: str = "train"
+    shuffle_docs: bool = False  # megatron: a seeded document order per pass
+    append_eos: bool = False
+    first_row: int = -1  # megatron: >= 0 reads Pythia's rows from this row on
 
 
 @dataclass(frozen=True)
@@ -61,6 +64,7 @@ class Plan:
     on_source_end: str
     batch_docs: int
     eos_id: int
+    vocab_size: int = 0  # pre-tokenized ids must be below it (0: unchecked)
 
     @property
     def readers(self) -> int:
@@ -153,7 +157,9 @@ class BatchMaker:
             units = ((0, 0, 1),) if sub.backend == "datasets" else units_for(len(sub.files), reader, plan.readers)
             spec = SubStreamSpec(sub.key, sub.files, units, sub.text_field, sub.subset_field, sub.subsets,
                                  sub.shuffle_files, plan.on_source_end, plan.on_bad_record, plan.seed, sub.backend,
-                                 sub.hf_dataset, sub.hf_split, reader, plan.readers)
+                                 sub.hf_dataset, sub.hf_split, reader, plan.readers, shuffle_docs=sub.shuffle_docs,
+                                 append_eos=sub.append_eos, first_row=sub.first_row, row_len=plan.seq_len + 1,
+                                 vocab_size=plan.vocab_size)
             self._subs[i] = SubStream(spec, self.tokenizer, plan.eos_id, plan.seq_len, plan.batch_docs,
                                       self._cursors.get(sub.key), self._pool)
         return self._subs[i]

@@ -56,6 +56,12 @@ class SubStreamSpec:
     hf_split: str = "train"
     reader: int = 0  # this reader's index, and the number of readers over all ranks and streams
     readers: int = 1
+    # pre-tokenized sources (backend megatron, rewarm.data.megatron.stream): files are path prefixes
+    shuffle_docs: bool = False
+    append_eos: bool = False
+    first_row: int = -1  # >= 0: Pythia's rows of row_len tokens from this row on, instead of documents
+    row_len: int = 0
+    vocab_size: int = 0  # ids must be below it (0: unchecked)
 
 
 TOKEN_DTYPE = np.int32
@@ -101,6 +107,7 @@ class Chunk:
     epoch: int
     unit: int
     end_state: dict[str, Any]
+    boundaries: np.ndarray | None = None  # document starts when they differ from ``starts`` (Pythia's rows: after EOD)
 
 
 def encode(tokenizer: Any, texts: list[str], eos_id: int) -> tuple[np.ndarray, np.ndarray]:
@@ -174,8 +181,13 @@ class SubStream:
         self._skip_tokens = self.cursor["token"]  # tokens of the first document already used before a restore
         # Reading runs ahead in a thread, tokenizing on the stream's pool (see the module docstring). The
         # reading thread holds its iterator only, so a dropped SubStream stops it.
-        texts = Prefetcher(ChunkReader(spec, batch_docs).batches(self.cursor), depth=2)
-        self._chunks = encoded(texts, tokenizer, eos_id, pool or tokenize_pool(), tokenize_ahead())
+        if spec.backend == "megatron":  # pre-tokenized: chunks are slices of memmaps
+            from rewarm.data.megatron.stream import token_chunks
+
+            self._chunks: Iterator[Chunk] = Prefetcher(token_chunks(spec, self.cursor, eos_id, batch_docs), depth=2)
+        else:
+            texts = Prefetcher(ChunkReader(spec, batch_docs).batches(self.cursor), depth=2)
+            self._chunks = encoded(texts, tokenizer, eos_id, pool or tokenize_pool(), tokenize_ahead())
         self._chunk: Chunk | None = None
         self._pos = 0  # token offset in the current chunk
 
@@ -191,8 +203,9 @@ class SubStream:
             take = min(self.row_len - filled, len(chunk.flat) - self._pos)
             lo, hi = self._pos, self._pos + take
             # document starts strictly inside (lo, hi), plus lo itself when it is a start and not row offset 0
-            inner = chunk.starts[(chunk.starts > lo) & (chunk.starts < hi)]
-            if filled and _is_start(chunk.starts, lo):  # a chunk boundary at a document start
+            marks = chunk.starts if chunk.boundaries is None else chunk.boundaries
+            inner = marks[(marks > lo) & (marks < hi)]
+            if filled and _is_start(marks, lo):  # a chunk boundary at a document start
                 doc_starts.append(filled)
             doc_starts += (inner - lo + filled).tolist()
             parts.append(chunk.flat[lo:hi])
