@@ -202,3 +202,17 @@ def test_sidecar_of_another_tokenizer_is_refused(tokenizer, data_cfg, corpus, tm
     cfg = data_cfg(seq_len=16, num_workers=0, train={"s": {"paths": [corpus["prefix"] + ".bin"]}})
     with pytest.raises(ConfigError, match=r"corpus\.json: the files were tokenized with 'EleutherAI/gpt-neox-20b'"):
         loader(cfg, tokenizer)
+
+
+def test_validation_rows_equal_the_text_set_and_are_cached(tokenizer, data_cfg, corpus, tmp_path):
+    from rewarm.data import build_val_rows
+
+    cfg = data_cfg(seq_len=16, train={"t": {"paths": ["x.jsonl"]}},
+                   val={"text": {"paths": [str(f) for f in corpus["files"]], "max_tokens": 800},
+                        "mm": {"paths": [corpus["prefix"] + ".idx"], "max_tokens": 800}})
+    text = build_val_rows(cfg.val["text"], tokenizer, 16, tmp_path / "cache")
+    mm = build_val_rows(cfg.val["mm"], tokenizer, 16, tmp_path / "cache")
+    assert torch.equal(text.rows, mm.rows) and mm.rows.shape == (50, 17) and mm.rows.dtype == torch.long
+    cached = sorted((tmp_path / "cache" / "val").glob("mm-*.npz"))
+    assert len(cached) == 1
+    assert torch.equal(build_val_rows(cfg.val["mm"], tokenizer, 16, tmp_path / "cache").rows, mm.rows)

@@ -37,11 +37,17 @@ class TokenizeResult:
 
 
 def find_source(data: Any, name: str) -> Any:
-    """The text source (train) or validation set named ``name``."""
-    src = data.train.get(name) or data.val.get(name)
-    if src is None:
-        known = ", ".join(sorted({*data.train, *data.val})) or "none"
+    """The text source named ``name`` (a train source or validation set; ``train.NAME`` / ``val.NAME`` when
+    both have that name)."""
+    kind, _, short = name.rpartition(".")
+    sets = {"train": data.train, "val": data.val}
+    found = [(k, sets[k][short]) for k in (("train", "val") if not kind else (kind,)) if short in sets.get(k, {})]
+    if not found:
+        known = ", ".join([*(f"train.{n}" for n in data.train), *(f"val.{n}" for n in data.val)]) or "none"
         raise ConfigError("--source", f"no data.train / data.val source named {name!r} (known: {known})")
+    if len(found) > 1:
+        raise ConfigError("--source", f"both data.train and data.val have {name!r}: write train.{name} or val.{name}")
+    src = found[0][1]
     if src.resolved_format() != "text":
         raise ConfigError("--source", f"{name!r} is already pre-tokenized (format megatron)")
     if src.hf_dataset or any("://" in p and not p.startswith("file://") for p in src.resolved_paths()):
