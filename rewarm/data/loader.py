@@ -149,7 +149,7 @@ class TrainLoader:
 
     def state_dict(self) -> dict[str, Any]:
         """Complete state after the last delivered batch (plain python types; pickle / json friendly)."""
-        rank_state = {"batches": self._batches, "streams": copy.deepcopy(self._streams)}
+        rank_state = {"batches": self._batches, "streams": _copy_streams(self._streams)}
         return {"version": STATE_VERSION, "fingerprint": self._fingerprint, "layout": self.layout(),
                 "source_names": list(self.source_names), "sub_sources": {s.key: s.source_id for s in self.plan.subs},
                 "ranks": {str(self.plan.rank): rank_state}}
@@ -191,6 +191,11 @@ class TrainLoader:
             getattr(iterator, "_shutdown_workers", lambda: None)()  # torch: the multi-worker iterator
 
 
+def _copy_streams(streams: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """A copy of the streams' cursors (dicts of ints two levels deep): what deepcopy does, 10x cheaper."""
+    return [{"batches": s["batches"], "subs": {k: dict(c) for k, c in s["subs"].items()}} for s in streams]
+
+
 def check_compatible(state: dict[str, Any], fingerprint: str, layout: dict[str, int], rank: int) -> None:
     """Refuse a state from different data, a different layout, or without this rank's part."""
     if not isinstance(state, dict) or state.get("version") != STATE_VERSION:
@@ -228,7 +233,7 @@ def _compact(batch: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
     """The narrowest dtype that holds the values (token ids < 65536: uint16, positions < 32768: int16): what a
     worker pickles through its pipe is then 4x smaller than int64."""
     out = dict(batch)
-    if batch["tokens"].size and int(batch["tokens"].max()) < 1 << 16:
+    if batch["tokens"].dtype != np.uint16 and batch["tokens"].size and int(batch["tokens"].max()) < 1 << 16:
         out["tokens"] = batch["tokens"].astype(np.uint16)
     if "position_ids" in batch and batch["position_ids"].shape[-1] <= 1 << 15:
         out["position_ids"] = batch["position_ids"].astype(np.int16)

@@ -184,7 +184,7 @@ class SubStream:
         if spec.backend == "megatron":  # pre-tokenized: chunks are slices of memmaps
             from rewarm.data.megatron.stream import token_chunks
 
-            self._chunks: Iterator[Chunk] = Prefetcher(token_chunks(spec, self.cursor, eos_id, batch_docs), depth=2)
+            self._chunks: Iterator[Chunk] = token_chunks(spec, self.cursor, eos_id, batch_docs)  # no thread: memcpy
         else:
             texts = Prefetcher(ChunkReader(spec, batch_docs).batches(self.cursor), depth=2)
             self._chunks = encoded(texts, tokenizer, eos_id, pool or tokenize_pool(), tokenize_ahead())
@@ -213,6 +213,26 @@ class SubStream:
         self.cursor = self._cursor_at()
         self.cursor["rows"] += 1
         return np.concatenate(parts) if len(parts) > 1 else parts[0].copy(), sorted(set(doc_starts))
+
+    def next_rows(self, k: int, with_starts: bool) -> tuple[np.ndarray, list[list[int]]]:
+        """``k`` rows (k, seq_len + 1) and their document starts, as ``k`` calls of ``next_row``. Without
+        starts, the whole rows inside the current chunk are one slice of it (pre-tokenized chunks are memmap
+        slices: nothing is copied per row); only a row that spans two chunks is assembled."""
+        if with_starts:
+            rows, starts = zip(*(self.next_row() for _ in range(k)), strict=True)
+            return np.stack(rows), list(starts)
+        parts: list[np.ndarray] = []
+        while k:
+            chunk = self._current_chunk()
+            whole = min(k, (len(chunk.flat) - self._pos) // self.row_len)
+            if whole:
+                lo, self._pos = self._pos, self._pos + whole * self.row_len
+                self.cursor = {**self._cursor_at(), "rows": self.cursor["rows"] + whole}
+                parts.append(chunk.flat[lo : self._pos].reshape(whole, self.row_len))
+            else:
+                parts.append(self.next_row()[0][None])
+            k -= max(whole, 1)
+        return (parts[0] if len(parts) == 1 else np.concatenate(parts)), [[] for _ in range(sum(map(len, parts)))]
 
     def _current_chunk(self) -> Chunk:
         while self._chunk is None or self._pos >= len(self._chunk.flat):

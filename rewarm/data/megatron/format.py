@@ -157,7 +157,7 @@ class TokenFile:
 
     def tokens(self, lo: int, hi: int) -> np.ndarray:
         """Tokens [lo, hi) of the concatenated .bin: a view into one memmap, or a copy across shards."""
-        return self._bytes(lo * self.dtype.itemsize, hi * self.dtype.itemsize).view(self.dtype)
+        return np.asarray(self._bytes(lo * self.dtype.itemsize, hi * self.dtype.itemsize)).view(self.dtype)
 
     def _bytes(self, lo: int, hi: int) -> np.ndarray:
         i = int(np.searchsorted(self._ends, lo, side="right"))

@@ -21,7 +21,8 @@ from rewarm.data.megatron.format import TokenFile
 from rewarm.errors import DataError
 
 logger = logging.getLogger(__name__)
-CHUNK_TOKENS = 1 << 16  # a chunk stops after the document that reaches this many tokens
+CHUNK_TOKENS = 1 << 20  # a chunk stops after the document that reaches this many tokens
+MIN_BATCH_DOCS = 4096  # documents looked at per chunk at least (a chunk of consecutive documents is a view)
 
 
 @functools.lru_cache(maxsize=64)
@@ -117,7 +118,7 @@ def _unit_chunks(spec: Any, epoch: int, unit: int, u: int, start: int, eos_id: i
     count = len(range(offset, view.n_docs, stride))
     p = start
     while p < count:
-        docs = unit_docs(spec, epoch, u, view.n_docs, p, min(count, p + batch_docs))
+        docs = unit_docs(spec, epoch, u, view.n_docs, p, min(count, p + max(batch_docs, MIN_BATCH_DOCS)))
         lo, hi = view.spans(docs)
         lens = hi - lo + (1 if spec.append_eos else 0)
         k = min(len(docs), int(np.searchsorted(np.cumsum(lens), CHUNK_TOKENS)) + 1)
@@ -135,10 +136,11 @@ def _unit_chunks(spec: Any, epoch: int, unit: int, u: int, start: int, eos_id: i
 
 
 def gather(tf: TokenFile, lo: np.ndarray, hi: np.ndarray, eos_id: int | None) -> np.ndarray:
-    """(n_tokens,) int32: the documents [lo, hi) back to back, each followed by ``eos_id`` unless None.
-    Consecutive documents without EOS are one slice of the memmap."""
+    """(n_tokens,): the documents [lo, hi) back to back, each followed by ``eos_id`` unless None. Consecutive
+    documents without EOS are one slice of the memmap, in the file's dtype (a view: nothing is copied);
+    otherwise an int32 copy."""
     if len(lo) and eos_id is None and np.array_equal(lo[1:], hi[:-1]):
-        return tf.tokens(int(lo[0]), int(hi[-1])).astype(np.int32)
+        return tf.tokens(int(lo[0]), int(hi[-1]))
     parts: list[np.ndarray] = []
     eos = np.asarray([eos_id if eos_id is not None else 0], np.int32)
     for a, b in zip(lo.tolist(), hi.tolist(), strict=True):
@@ -151,7 +153,9 @@ def gather(tf: TokenFile, lo: np.ndarray, hi: np.ndarray, eos_id: int | None) ->
 def check_ids(flat: np.ndarray, starts: np.ndarray, vocab_size: int, view: DocView, docs: np.ndarray,
               lo: np.ndarray) -> None:
     """DataError naming the file and the document when an id is outside [0, vocab_size) (one max / min per chunk)."""
-    if not flat.size or (int(flat.max()) < vocab_size and int(flat.min()) >= 0):
+    if not flat.size or (flat.dtype.kind == "u" and np.iinfo(flat.dtype).max < vocab_size):
+        return  # e.g. uint16 ids under a vocabulary of 65,536 or more: nothing to check
+    if int(flat.max()) < vocab_size and (flat.dtype.kind == "u" or int(flat.min()) >= 0):
         return
     at = int(np.flatnonzero((flat >= vocab_size) | (flat < 0))[0])
     d = int(np.searchsorted(starts, at, side="right")) - 1
