@@ -8,6 +8,9 @@ from typing import Any
 from rewarm.errors import ConfigError
 
 logger = logging.getLogger(__name__)
+# Documents per encode call: as the bare batch tokenizer's 1000 (a run's tokenize_batch_docs is smaller, to
+# bound a DataLoader worker's memory; here one process holds ``workers + 1`` such batches).
+TOKENIZE_BATCH_DOCS = 1000
 
 
 def run_tokenize(cfg: Any, name: str, out: str, workers: int = 2, progress: bool = True) -> str:
@@ -27,7 +30,8 @@ def run_tokenize(cfg: Any, name: str, out: str, workers: int = 2, progress: bool
     m = cfg.model
     tokenizer = load_tokenizer(m.name_or_path, m.revision, m.tokenizer, m.trust_remote_code)
     result = tokenize_files(src, files, tokenizer, out, on_bad_record=cfg.data.on_bad_record,
-                            batch_docs=cfg.data.tokenize_batch_docs, workers=workers, progress=progress)
+                            batch_docs=max(cfg.data.tokenize_batch_docs, TOKENIZE_BATCH_DOCS), workers=workers,
+                            progress=progress)
     dtype = np.dtype(token_dtype(vocab_len(tokenizer))).name
     write_sidecar(out, m.tokenizer or m.name_or_path, tokenizer_hash(tokenizer), files, result, dtype,
                   eos_of(tokenizer))
