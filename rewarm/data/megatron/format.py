@@ -15,6 +15,7 @@ every sequence is its own document.
 from __future__ import annotations
 
 import glob
+import mmap
 import os
 import re
 import struct
@@ -167,6 +168,16 @@ class TokenFile:
         if hi <= int(self._ends[i]):
             return self._maps[i][lo - start : hi - start]
         return np.concatenate([self._bytes(lo, int(self._ends[i])), self._bytes(int(self._ends[i]), hi)])
+
+    def release(self) -> None:
+        """Unmap the pages this process has touched (MADV_DONTNEED; the kernel's page cache keeps them, a later
+        read maps them again): resident memory stays flat however much of the files a run reads."""
+        if not hasattr(mmap, "MADV_DONTNEED"):
+            return
+        for arr in (*self._maps, self.sizes, self.pointers, self.doc_idx):
+            handle = getattr(arr, "_mmap", None)
+            if handle is not None:
+                handle.madvise(mmap.MADV_DONTNEED)
 
     def bin_of(self, token: int) -> str:
         """The .bin (shard) holding token offset ``token``, for error messages."""

@@ -133,6 +133,7 @@ def _unit_chunks(spec: Any, epoch: int, unit: int, u: int, start: int, eos_id: i
         # Pythia's rows: documents start after each EOD (a row start is never marked); the end is a sentinel
         boundaries = np.append(np.flatnonzero(flat[:-1] == eos_id) + 1, len(flat)) if spec.first_row >= 0 else None
         yield Chunk(flat, starts, list(range(p - k, p)), np.zeros(k, np.int64), epoch, unit, end, boundaries)
+        view.tf.release()  # the chunk is consumed: its pages leave this process's RSS
 
 
 def gather(tf: TokenFile, lo: np.ndarray, hi: np.ndarray, eos_id: int | None) -> np.ndarray:
