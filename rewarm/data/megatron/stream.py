@@ -11,13 +11,15 @@ its byte offset directly (O(1), no data read before it). Pythia's pre-shuffled r
 from __future__ import annotations
 
 import functools
+import glob
 import logging
+import os
 from collections.abc import Iterator
 from typing import Any
 
 import numpy as np
 
-from rewarm.data.megatron.format import TokenFile
+from rewarm.data.megatron.format import TokenFile, prefix_of
 from rewarm.errors import DataError
 
 logger = logging.getLogger(__name__)
@@ -25,10 +27,27 @@ CHUNK_TOKENS = 1 << 20  # a chunk stops after the document that reaches this man
 MIN_BATCH_DOCS = 4096  # documents looked at per chunk at least (a chunk of consecutive documents is a view)
 
 
-@functools.lru_cache(maxsize=64)
 def open_file(prefix: str) -> TokenFile:
-    """One TokenFile per prefix and process (its memmaps are shared by the sub-streams reading it)."""
+    """One TokenFile per prefix and process (its memmaps are shared by the sub-streams reading it); a file
+    replaced on disk (another size, mtime or inode) is opened anew."""
+    return _open(prefix, _signature(prefix))
+
+
+@functools.lru_cache(maxsize=64)
+def _open(prefix: str, signature: tuple) -> TokenFile:
     return TokenFile(prefix)
+
+
+def _signature(prefix: str) -> tuple:
+    base = prefix_of(prefix)
+    out = []
+    for path in [base + ".idx", *sorted(glob.glob(glob.escape(base) + "*.bin"))]:
+        try:
+            st = os.stat(path)
+        except OSError:
+            continue
+        out.append((path, st.st_size, st.st_mtime_ns, st.st_ino))
+    return tuple(out)
 
 
 class DocView:
