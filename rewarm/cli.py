@@ -18,6 +18,7 @@ COMMANDS: dict[str, tuple[str, str, str]] = {
     "compare": ("rewarm.study.cli", "compare_main", "compare run directories: figures and report.md"),
     "export": ("rewarm.commands", "export_main", "write a Hugging Face directory from a run or checkpoint"),
     "slurm": ("rewarm.slurm", "main", "render (and submit) a SLURM batch script for a config"),
+    "tokenize": ("rewarm.commands", "tokenize_main", "tokenize a text source once into .bin + .idx (GPT-NeoX format)"),
 }
 
 

@@ -74,7 +74,7 @@ def check_main(argv: list[str]) -> int:
         from rewarm.data import check_paths
 
         with key_prefix("data"):
-            check_paths(cfg.data)
+            check_paths(cfg.data, *_model_vocab_eos(cfg))
         from rewarm.tasks.config import check_task_paths
 
         with key_prefix("tasks"):
@@ -84,6 +84,15 @@ def check_main(argv: list[str]) -> int:
         print(f"error: invalid config: {e}", file=sys.stderr)
         return EXIT_CONFIG
     return 0
+
+
+def _model_vocab_eos(cfg: RunConfig) -> tuple[int | None, int | None]:
+    """(vocab_size, eos_token_id) from a local model's config.json (None, None for a hub id), for the checks
+    of pre-tokenized files."""
+    from rewarm.model import read_model_config
+
+    model_cfg = read_model_config(cfg.model.name_or_path, cfg.model.revision) or {}
+    return model_cfg.get("vocab_size"), model_cfg.get("eos_token_id")
 
 
 def format_plan(cfg: RunConfig) -> str:
@@ -171,3 +180,21 @@ def export_main(argv: list[str]) -> int:
     return 0
 
 
+
+
+def tokenize_main(argv: list[str]) -> int:
+    p = _config_parser("tokenize", "Tokenize a configured text source once into GPT-NeoX / Megatron .bin + .idx.")
+    p.add_argument("--source", required=True, help="name of a data.train or data.val text source")
+    p.add_argument("--out", required=True, help="output path prefix: writes PREFIX.bin, PREFIX.idx, PREFIX.json")
+    p.add_argument("--workers", type=int, default=2, help="batches of documents encoded at once (default 2)")
+    args = p.parse_args(argv)
+    cfg = load_or_report(args.config, args.overrides)
+    if cfg is None:
+        return EXIT_CONFIG
+    from rewarm.data.megatron.cli import run_tokenize
+
+    try:
+        print(run_tokenize(cfg, args.source, args.out, args.workers))
+    except (ConfigError, DataError) as e:
+        return _fail(e)
+    return 0

@@ -63,7 +63,8 @@ def build_module(cfg: RunConfig, plan: BatchPlan, model: Any, tokenizer: Any, va
 
     def loader_factory(rank: int, world_size: int) -> Any:
         return build_train_loader(cfg.data, tokenizer, micro_batch_size=plan.micro_batch_size, seed=cfg.run.seed,
-                                  rank=rank, world_size=world_size, grad_accum_steps=plan.grad_accum_steps)
+                                  rank=rank, world_size=world_size, grad_accum_steps=plan.grad_accum_steps,
+                                  vocab_size=model.get_input_embeddings().weight.shape[0])
 
     return RewarmModule(
         model, optim=optim, steps=steps,

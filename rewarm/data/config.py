@@ -7,7 +7,9 @@ from dataclasses import dataclass, field
 from rewarm.errors import ConfigError
 
 ROLES = ("upstream", "downstream")
-PRESETS = ("pile", "slimpajama")
+PRESETS = ("pile", "slimpajama", "pythia_preshuffled")
+FORMATS = ("auto", "text", "megatron")
+PYTHIA_SEQ_LEN = 2048  # Pythia's rows hold 2049 tokens
 READERS = ("auto", "plain", "datasets")
 
 # Per preset: the document's text field, its subset (domain) field, and the file globs of each split under `root`.
@@ -53,10 +55,23 @@ class WeightKnot:
 @dataclass
 class _SourceBase:
     paths: list[str] = field(default_factory=list)
-    """Files or globs (.jsonl, .jsonl.zst, .jsonl.gz, .parquet), or remote paths (s3://, https://, hf://).
-    May be left empty when `preset` and `root` are set."""
+    """Files or globs (.jsonl, .jsonl.zst, .jsonl.gz, .parquet), or remote paths (s3://, https://, hf://);
+    or pre-tokenized .bin / .idx files (or their path prefix with format=megatron). May be left empty when
+    `preset` and `root` are set."""
     preset: str | None = None
-    """pile | slimpajama: sets text_field, subset_field and, with `root`, the split's file globs."""
+    """pile | slimpajama: sets text_field, subset_field and, with `root`, the split's file globs.
+    pythia_preshuffled: Pythia's pre-shuffled Pile under `root` (document.idx + document.bin or its 21 shards),
+    read as rows of 2049 tokens from row start_step x rows_per_step."""
+    format: str = "auto"
+    """auto (megatron when every path names a .bin / .idx, or preset=pythia_preshuffled; else text) | text |
+    megatron (GPT-NeoX / Megatron MMIDIDX .bin + .idx; paths may then be path prefixes)."""
+    append_eos: bool = False
+    """megatron: add EOS after each document (files written by `rewarm tokenize` already hold it)."""
+    start_step: int = 0
+    """pythia_preshuffled: the first row read is start_step x rows_per_step (continues where Pythia's revision
+    step<start_step> stopped)."""
+    rows_per_step: int = 1024
+    """pythia_preshuffled: rows per Pythia step (its batch: 1024)."""
     root: str | None = None
     """Directory (or remote prefix) of a preset layout; the split's globs are appended to `paths`."""
     split: str = "train"
@@ -73,16 +88,18 @@ class _SourceBase:
     def resolved_text_field(self) -> str:
         if self.text_field:
             return self.text_field
-        return str(PRESET_LAYOUTS[self.preset]["text_field"]) if self.preset else "text"
+        return str(PRESET_LAYOUTS[self.preset]["text_field"]) if self.preset in PRESET_LAYOUTS else "text"
 
     def resolved_subset_field(self) -> str | None:
         if self.subset_field:
             return self.subset_field
-        return str(PRESET_LAYOUTS[self.preset]["subset_field"]) if self.preset else None
+        return str(PRESET_LAYOUTS[self.preset]["subset_field"]) if self.preset in PRESET_LAYOUTS else None
 
     def resolved_paths(self) -> list[str]:
         """`paths`, then the preset's split globs under `root` (in that order)."""
         out = list(self.paths)
+        if self.preset == "pythia_preshuffled" and self.root:
+            return out + [f"{self.root.rstrip('/')}/document"]  # a path prefix: document.idx + .bin / shards
         if self.preset and self.root:
             splits = PRESET_LAYOUTS[self.preset]["splits"]
             assert isinstance(splits, dict)
@@ -93,13 +110,54 @@ class _SourceBase:
         if self.preset is not None and self.preset not in PRESETS:
             raise ConfigError("preset", f"must be one of {', '.join(PRESETS)} or null, got {self.preset!r}")
         if self.root and not self.preset:
-            raise ConfigError("root", "needs a preset (pile | slimpajama) to know the layout; or list files in paths")
+            raise ConfigError("root", "needs a preset (pile | slimpajama | pythia_preshuffled) to know the layout; or list files in paths")
         if self.preset and self.split not in ("train", "validation", "test"):
             raise ConfigError("split", f"must be train | validation | test, got {self.split!r}")
         if not self.resolved_paths() and not self.hf_dataset:
             raise ConfigError("paths", "must list at least one file or glob (or set preset + root, or hf_dataset)")
         if self.hf_dataset and self.resolved_paths():
             raise ConfigError("hf_dataset", "give either hf_dataset or paths/root, not both")
+        _choice("format", self.format, FORMATS)
+        self._validate_format()
+
+    def resolved_format(self) -> str:
+        """text | megatron (see `format`)."""
+        if self.format != "auto":
+            return self.format
+        if self.preset == "pythia_preshuffled":
+            return "megatron"
+        paths = self.resolved_paths()
+        return "megatron" if paths and all(p.endswith((".bin", ".idx")) for p in paths) else "text"
+
+    def _validate_format(self) -> None:
+        pythia = self.preset == "pythia_preshuffled"
+        if self.resolved_format() == "text":
+            if pythia:
+                raise ConfigError("format", "preset pythia_preshuffled is pre-tokenized: format must be auto or megatron")
+            if any(p.endswith((".bin", ".idx")) for p in self.resolved_paths()):
+                raise ConfigError("paths", "mixes .bin / .idx files with text files; give them separate sources")
+            for key, value, default in (("append_eos", self.append_eos, False), *self._pythia_keys()):
+                if value != default:
+                    raise ConfigError(key, "applies to pre-tokenized (format=megatron) sources only")
+            return
+        if self.hf_dataset:
+            raise ConfigError("hf_dataset", "pre-tokenized sources are read from .bin / .idx files, not the hub")
+        if self.text_field or self.subset_field:
+            raise ConfigError("text_field" if self.text_field else "subset_field",
+                              "a pre-tokenized source has no fields; remove it")
+        if any(is_remote_path(p) for p in self.resolved_paths()):
+            raise ConfigError("paths", "pre-tokenized files are memory-mapped: they must be local")
+        if self.start_step < 0 or self.rows_per_step < 1:
+            raise ConfigError("start_step" if self.start_step < 0 else "rows_per_step", "must be >= 0 / >= 1")
+        if not pythia:
+            for key, value, default in self._pythia_keys():
+                if value != default:
+                    raise ConfigError(key, "applies to preset=pythia_preshuffled only")
+        elif self.append_eos:
+            raise ConfigError("append_eos", "Pythia's rows are read as they are (no EOS is added)")
+
+    def _pythia_keys(self) -> tuple[tuple[str, int, int], ...]:
+        return (("start_step", self.start_step, 0), ("rows_per_step", self.rows_per_step, 1024))
 
 
 @dataclass
@@ -114,9 +172,26 @@ class TrainSourceConfig(_SourceBase):
     their natural proportion. Subsets not listed are left out (a filter); weight 0 also leaves one out."""
     shuffle_files: bool = True
     """Visit the files (shards) of each pass in a new seeded order (documents inside a file stay in order)."""
+    shuffle: str | None = None
+    """Pre-tokenized sources: documents (a seeded shuffle of the documents in each pass) | none (index order).
+    Default: documents, none for preset=pythia_preshuffled (its rows are already shuffled). Text: use shuffle_files."""
+
+    def resolved_shuffle(self) -> str:
+        """documents | none for a pre-tokenized source."""
+        if self.shuffle is not None:
+            return self.shuffle
+        return "none" if self.preset == "pythia_preshuffled" else "documents"
 
     def validate(self) -> None:
         self._validate_base()
+        if self.shuffle is not None:
+            _choice("shuffle", self.shuffle, ("documents", "none"))
+            if self.resolved_format() == "text":
+                raise ConfigError("shuffle", "applies to pre-tokenized sources; text sources use shuffle_files")
+            if self.preset == "pythia_preshuffled" and self.shuffle != "none":
+                raise ConfigError("shuffle", "Pythia's pre-shuffled rows are read in order: shuffle must be none")
+        if self.subsets and self.resolved_format() == "megatron":
+            raise ConfigError("subsets", "a pre-tokenized source has no subset field; give separate sources")
         if self.weight < 0:
             raise ConfigError("weight", f"must be >= 0, got {self.weight}")
         for i, knot in enumerate(self.weight_schedule):
@@ -210,6 +285,11 @@ class DataConfig:
                     src.validate()
                 except ConfigError as e:
                     raise ConfigError(f"{kind}.{name}.{e.key}", e.message) from None
+        pythia = [f"{k}.{n}" for k, sets in (("train", self.train), ("val", self.val)) for n, s in sets.items()
+                  if s.preset == "pythia_preshuffled"]
+        if pythia and self.seq_len != PYTHIA_SEQ_LEN:
+            raise ConfigError("seq_len", f"{pythia[0]} reads Pythia's rows of 2049 tokens: seq_len must be "
+                              f"{PYTHIA_SEQ_LEN}, got {self.seq_len}")
         if not any(s.weight > 0 or any(k.weight > 0 for k in s.weight_schedule) for s in self.train.values()):
             raise ConfigError("train", "the weights of the sources sum to 0")
 
@@ -217,6 +297,10 @@ class DataConfig:
 def _choice(key: str, value: str, allowed: tuple[str, ...]) -> None:
     if value not in allowed:
         raise ConfigError(key, f"must be one of {' | '.join(allowed)}, got {value!r}")
+
+
+def is_remote_path(path: str) -> bool:
+    return "://" in path and not path.startswith("file://")
 
 
 def _check_key(key: str, name: str) -> None:

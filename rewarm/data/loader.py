@@ -50,6 +50,11 @@ def tokenizer_hash(tokenizer: Any) -> str:
     return hashlib.sha256(backend.to_str().encode()).hexdigest()[:16]
 
 
+def vocab_len(tokenizer: Any) -> int:
+    """Entries of a transformers tokenizer (added tokens included) or of a ``tokenizers.Tokenizer``."""
+    return len(tokenizer) if hasattr(tokenizer, "__len__") else int(tokenizer.get_vocab_size())
+
+
 def eos_of(tokenizer: Any) -> int:
     eos = getattr(tokenizer, "eos_token_id", None)
     if eos is None:
@@ -63,6 +68,9 @@ def make_subs(cfg: DataConfig) -> tuple[tuple[SubSource, ...], tuple[str, ...]]:
     subs: list[SubSource] = []
     for sid, name in enumerate(names):
         src = cfg.train[name]
+        if src.resolved_format() == "megatron":
+            subs.append(_megatron_sub(cfg, name, sid))
+            continue
         files = tuple(expand_paths(src.resolved_paths(), key=f"train.{name}.paths"))
         knots = tuple((k.at, k.weight) for k in src.weight_schedule)
         common = dict(source_id=sid, files=files, text_field=src.resolved_text_field(),
@@ -77,6 +85,28 @@ def make_subs(cfg: DataConfig) -> tuple[tuple[SubSource, ...], tuple[str, ...]]:
             subs.append(SubSource(key=f"{name}/{subset}", subsets=frozenset([subset]), share=share,
                                   **common))  # type: ignore[arg-type]
     return tuple(subs), names
+
+
+def _megatron_sub(cfg: DataConfig, name: str, sid: int) -> SubSource:
+    """A pre-tokenized source: its files are path prefixes, checked here (headers, sizes, Pythia's start row)."""
+    from rewarm.data.megatron.sources import check_source, first_row
+
+    src = cfg.train[name]
+    prefixes = check_source(src, f"train.{name}", cfg.seq_len)
+    shuffle = src.resolved_shuffle() == "documents"
+    return SubSource(key=name, source_id=sid, files=prefixes, text_field="", subset_field=None, subsets=None,
+                     shuffle_files=shuffle, weight=src.weight, knots=tuple((k.at, k.weight) for k in src.weight_schedule),
+                     share=1.0, backend="megatron", shuffle_docs=shuffle, append_eos=src.append_eos,
+                     first_row=first_row(src))
+
+
+def sub_files(sub: SubSource) -> list[str]:
+    """The files a sub-stream reads (a pre-tokenized prefix stands for its .idx and .bin or shards)."""
+    if sub.backend != "megatron":
+        return list(sub.files)
+    from rewarm.data.megatron.sources import data_files
+
+    return [f for prefix in sub.files for f in data_files(prefix)]
 
 
 def backend_of(cfg: DataConfig, hf_dataset: str | None, files: tuple[str, ...]) -> str:
@@ -103,7 +133,7 @@ class TrainLoader:
     def __init__(self, cfg: DataConfig, tokenizer: Any, plan: Plan) -> None:
         self.cfg, self.tokenizer, self.plan = cfg, tokenizer, plan
         self.source_names: list[str] = list(plan.source_names)
-        files = list(dict.fromkeys(f for s in plan.subs for f in s.files))  # in source order
+        files = list(dict.fromkeys(f for s in plan.subs for f in sub_files(s)))  # in source order
         self._fingerprint = data_fingerprint(cfg, tokenizer, files)
         self._batches = 0
         self._streams: list[dict[str, Any]] = [{"batches": 0, "subs": {}} for _ in range(plan.streams_per_rank)]
@@ -119,7 +149,7 @@ class TrainLoader:
 
     def state_dict(self) -> dict[str, Any]:
         """Complete state after the last delivered batch (plain python types; pickle / json friendly)."""
-        rank_state = {"batches": self._batches, "streams": copy.deepcopy(self._streams)}
+        rank_state = {"batches": self._batches, "streams": _copy_streams(self._streams)}
         return {"version": STATE_VERSION, "fingerprint": self._fingerprint, "layout": self.layout(),
                 "source_names": list(self.source_names), "sub_sources": {s.key: s.source_id for s in self.plan.subs},
                 "ranks": {str(self.plan.rank): rank_state}}
@@ -161,6 +191,11 @@ class TrainLoader:
             getattr(iterator, "_shutdown_workers", lambda: None)()  # torch: the multi-worker iterator
 
 
+def _copy_streams(streams: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """A copy of the streams' cursors (dicts of ints two levels deep): what deepcopy does, 10x cheaper."""
+    return [{"batches": s["batches"], "subs": {k: dict(c) for k, c in s["subs"].items()}} for s in streams]
+
+
 def check_compatible(state: dict[str, Any], fingerprint: str, layout: dict[str, int], rank: int) -> None:
     """Refuse a state from different data, a different layout, or without this rank's part."""
     if not isinstance(state, dict) or state.get("version") != STATE_VERSION:
@@ -198,7 +233,7 @@ def _compact(batch: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
     """The narrowest dtype that holds the values (token ids < 65536: uint16, positions < 32768: int16): what a
     worker pickles through its pipe is then 4x smaller than int64."""
     out = dict(batch)
-    if batch["tokens"].size and int(batch["tokens"].max()) < 1 << 16:
+    if batch["tokens"].dtype != np.uint16 and batch["tokens"].size and int(batch["tokens"].max()) < 1 << 16:
         out["tokens"] = batch["tokens"].astype(np.uint16)
     if "position_ids" in batch and batch["position_ids"].shape[-1] <= 1 << 15:
         out["position_ids"] = batch["position_ids"].astype(np.int16)
@@ -209,7 +244,9 @@ def model_inputs(batch: dict[str, np.ndarray]) -> dict[str, torch.Tensor]:
     """The model's int64 tensors of a compact batch: ``input_ids`` and ``labels`` (B, T), the labels being the
     next tokens with -100 at ``masked``; ``source_ids`` (B,); ``position_ids`` (B, T) with document_mask."""
     tokens = torch.from_numpy(batch["tokens"].astype(np.int64))
-    out = {"input_ids": tokens[:, :-1].contiguous(), "labels": tokens[:, 1:].contiguous(),
+    # labels get their own storage: with B = 1 the slice is already contiguous, and masking it in place would
+    # write -100 into input_ids
+    out = {"input_ids": tokens[:, :-1].contiguous(), "labels": tokens[:, 1:].clone(memory_format=torch.contiguous_format),
            "source_ids": torch.from_numpy(batch["source_ids"].astype(np.int64, copy=False))}
     if "position_ids" in batch:
         out["position_ids"] = torch.from_numpy(batch["position_ids"].astype(np.int64))
@@ -327,10 +364,28 @@ def _worker_init(worker_id: int) -> None:
 
 
 def build_plan(cfg: DataConfig, tokenizer: Any, *, micro_batch_size: int, seed: int, rank: int, world_size: int,
-               grad_accum_steps: int = 1) -> Plan:
+               grad_accum_steps: int = 1, vocab_size: int | None = None) -> Plan:
     subs, names = make_subs(cfg)
+    vocab = vocab_size or vocab_len(tokenizer)
+    if any(s.backend == "megatron" for s in subs):
+        _check_pretokenized(cfg, tokenizer, subs)
     return Plan(subs=subs, source_names=names, seq_len=cfg.seq_len, micro_batch_size=micro_batch_size, seed=seed,
                 rank=rank, world_size=world_size, streams_per_rank=max(1, cfg.num_workers),
                 grad_accum_steps=grad_accum_steps, mix_unit=cfg.mix_schedule_unit, document_mask=cfg.document_mask,
                 on_bad_record=cfg.on_bad_record, on_source_end=cfg.on_source_end, batch_docs=cfg.tokenize_batch_docs,
-                eos_id=eos_of(tokenizer))
+                eos_id=eos_of(tokenizer), vocab_size=vocab)
+
+
+def _check_pretokenized(cfg: DataConfig, tokenizer: Any, subs: tuple[SubSource, ...]) -> None:
+    """Sidecars naming another tokenizer; document_mask on Pythia's rows without EOD tokens."""
+    from rewarm.data.megatron.sources import check_sidecar, check_source
+
+    digest = tokenizer_hash(tokenizer)
+    for sub in subs:
+        if sub.backend != "megatron":
+            continue
+        for prefix in sub.files:
+            check_sidecar(prefix, digest, f"train.{sub.key}.paths")
+        if sub.first_row >= 0 and cfg.document_mask:
+            check_source(cfg.train[sub.key], f"train.{sub.key}", cfg.seq_len, eos_id=eos_of(tokenizer),
+                         document_mask=True)

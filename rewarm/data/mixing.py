@@ -37,9 +37,12 @@ class SubSource:
     weight: float
     knots: tuple[tuple[float, float], ...]
     share: float  # fraction of the source's weight (1.0 without subsets)
-    backend: str = "plain"  # plain | datasets (see rewarm.data.hf)
+    backend: str = "plain"  # plain | datasets (see rewarm.data.hf) | megatron (files are .bin/.idx prefixes)
     hf_dataset: str | None = None
     hf_split: str = "train"
+    shuffle_docs: bool = False  # megatron: a seeded document order per pass
+    append_eos: bool = False
+    first_row: int = -1  # megatron: >= 0 reads Pythia's rows from this row on
 
 
 @dataclass(frozen=True)
@@ -61,6 +64,7 @@ class Plan:
     on_source_end: str
     batch_docs: int
     eos_id: int
+    vocab_size: int = 0  # pre-tokenized ids must be below it (0: unchecked)
 
     @property
     def readers(self) -> int:
@@ -98,6 +102,8 @@ def choose_rows(plan: Plan, k: int) -> np.ndarray:
     w = weights_at(plan, k)
     if w.sum() <= 0:
         raise ValueError(f"all source weights are 0 at batch {k}; check data.train.*.weight_schedule")
+    if len(w) == 1:  # one sub-stream: every draw picks it (the generator is the costly part)
+        return np.zeros(plan.micro_batch_size, np.int64)
     cum = np.cumsum(w)
     u = np.random.default_rng([plan.seed, plan.rank, k]).random(plan.micro_batch_size) * cum[-1]
     return np.minimum(np.searchsorted(cum, u, side="right"), len(w) - 1)
@@ -132,19 +138,32 @@ class BatchMaker:
         Raises packing.SourceExhausted when a source ends with on_source_end=stop."""
         plan, k = self.plan, self.next_index
         choice = choose_rows(plan, k)
-        rows, starts = [], []
-        for i in choice.tolist():
-            row, doc_starts = self._sub(i).next_row()
-            rows.append(row)
-            starts.append(doc_starts)
-        batch = {"tokens": np.stack(rows),
-                 "source_ids": np.asarray([plan.subs[i].source_id for i in choice.tolist()], np.int64)}
+        # each sub-stream's rows in one call (a sub-stream's rows do not depend on the others')
+        first = int(choice[0])
+        if (choice == first).all():  # one sub-stream: its rows are the batch (a view; model_inputs copies it)
+            tokens, starts = self._sub(first).next_rows(len(choice), plan.document_mask)
+        else:
+            tokens, starts = self._gather_rows(choice)
+        source_ids = np.asarray([sub.source_id for sub in self.plan.subs], np.int64)[choice]
+        batch = {"tokens": tokens, "source_ids": source_ids}
         if plan.document_mask:
             batch["position_ids"] = document_positions(starts, plan.seq_len)
             batch["masked"] = np.asarray([b * plan.seq_len + p - 1 for b, doc_starts in enumerate(starts)
                                           for p in doc_starts if p >= 1], np.int64)
         self.batches += 1
         return batch
+
+    def _gather_rows(self, choice: np.ndarray) -> tuple[np.ndarray, list[list[int]]]:
+        """Rows of several sub-streams, placed by ``choice``."""
+        parts = [(np.flatnonzero(choice == i), i) for i in np.unique(choice).tolist()]
+        got = [(idx, *self._sub(i).next_rows(len(idx), self.plan.document_mask)) for idx, i in parts]
+        tokens = np.empty((len(choice), self.plan.seq_len + 1), np.result_type(*(r.dtype for _, r, _ in got)))
+        starts: list[list[int]] = [[] for _ in range(len(choice))]
+        for idx, rows, doc_starts in got:
+            tokens[idx] = rows
+            for j, s in zip(idx.tolist(), doc_starts, strict=True):
+                starts[j] = s
+        return tokens, starts
 
     def _sub(self, i: int) -> SubStream:
         if i not in self._subs:
@@ -153,7 +172,9 @@ class BatchMaker:
             units = ((0, 0, 1),) if sub.backend == "datasets" else units_for(len(sub.files), reader, plan.readers)
             spec = SubStreamSpec(sub.key, sub.files, units, sub.text_field, sub.subset_field, sub.subsets,
                                  sub.shuffle_files, plan.on_source_end, plan.on_bad_record, plan.seed, sub.backend,
-                                 sub.hf_dataset, sub.hf_split, reader, plan.readers)
+                                 sub.hf_dataset, sub.hf_split, reader, plan.readers, shuffle_docs=sub.shuffle_docs,
+                                 append_eos=sub.append_eos, first_row=sub.first_row, row_len=plan.seq_len + 1,
+                                 vocab_size=plan.vocab_size)
             self._subs[i] = SubStream(spec, self.tokenizer, plan.eos_id, plan.seq_len, plan.batch_docs,
                                       self._cursors.get(sub.key), self._pool)
         return self._subs[i]

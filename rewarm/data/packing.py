@@ -56,6 +56,12 @@ class SubStreamSpec:
     hf_split: str = "train"
     reader: int = 0  # this reader's index, and the number of readers over all ranks and streams
     readers: int = 1
+    # pre-tokenized sources (backend megatron, rewarm.data.megatron.stream): files are path prefixes
+    shuffle_docs: bool = False
+    append_eos: bool = False
+    first_row: int = -1  # >= 0: Pythia's rows of row_len tokens from this row on, instead of documents
+    row_len: int = 0
+    vocab_size: int = 0  # ids must be below it (0: unchecked)
 
 
 TOKEN_DTYPE = np.int32
@@ -101,6 +107,7 @@ class Chunk:
     epoch: int
     unit: int
     end_state: dict[str, Any]
+    boundaries: np.ndarray | None = None  # document starts when they differ from ``starts`` (Pythia's rows: after EOD)
 
 
 def encode(tokenizer: Any, texts: list[str], eos_id: int) -> tuple[np.ndarray, np.ndarray]:
@@ -174,8 +181,13 @@ class SubStream:
         self._skip_tokens = self.cursor["token"]  # tokens of the first document already used before a restore
         # Reading runs ahead in a thread, tokenizing on the stream's pool (see the module docstring). The
         # reading thread holds its iterator only, so a dropped SubStream stops it.
-        texts = Prefetcher(ChunkReader(spec, batch_docs).batches(self.cursor), depth=2)
-        self._chunks = encoded(texts, tokenizer, eos_id, pool or tokenize_pool(), tokenize_ahead())
+        if spec.backend == "megatron":  # pre-tokenized: chunks are slices of memmaps
+            from rewarm.data.megatron.stream import token_chunks
+
+            self._chunks: Iterator[Chunk] = token_chunks(spec, self.cursor, eos_id, batch_docs)  # no thread: memcpy
+        else:
+            texts = Prefetcher(ChunkReader(spec, batch_docs).batches(self.cursor), depth=2)
+            self._chunks = encoded(texts, tokenizer, eos_id, pool or tokenize_pool(), tokenize_ahead())
         self._chunk: Chunk | None = None
         self._pos = 0  # token offset in the current chunk
 
@@ -191,8 +203,9 @@ class SubStream:
             take = min(self.row_len - filled, len(chunk.flat) - self._pos)
             lo, hi = self._pos, self._pos + take
             # document starts strictly inside (lo, hi), plus lo itself when it is a start and not row offset 0
-            inner = chunk.starts[(chunk.starts > lo) & (chunk.starts < hi)]
-            if filled and _is_start(chunk.starts, lo):  # a chunk boundary at a document start
+            marks = chunk.starts if chunk.boundaries is None else chunk.boundaries
+            inner = marks[(marks > lo) & (marks < hi)]
+            if filled and _is_start(marks, lo):  # a chunk boundary at a document start
                 doc_starts.append(filled)
             doc_starts += (inner - lo + filled).tolist()
             parts.append(chunk.flat[lo:hi])
@@ -200,6 +213,26 @@ class SubStream:
         self.cursor = self._cursor_at()
         self.cursor["rows"] += 1
         return np.concatenate(parts) if len(parts) > 1 else parts[0].copy(), sorted(set(doc_starts))
+
+    def next_rows(self, k: int, with_starts: bool) -> tuple[np.ndarray, list[list[int]]]:
+        """``k`` rows (k, seq_len + 1) and their document starts, as ``k`` calls of ``next_row``. Without
+        starts, the whole rows inside the current chunk are one slice of it (pre-tokenized chunks are memmap
+        slices: nothing is copied per row); only a row that spans two chunks is assembled."""
+        if with_starts:
+            rows, starts = zip(*(self.next_row() for _ in range(k)), strict=True)
+            return np.stack(rows), list(starts)
+        parts: list[np.ndarray] = []
+        while k:
+            chunk = self._current_chunk()
+            whole = min(k, (len(chunk.flat) - self._pos) // self.row_len)
+            if whole:
+                lo, self._pos = self._pos, self._pos + whole * self.row_len
+                self.cursor = {**self._cursor_at(), "rows": self.cursor["rows"] + whole}
+                parts.append(chunk.flat[lo : self._pos].reshape(whole, self.row_len))
+            else:
+                parts.append(self.next_row()[0][None])
+            k -= max(whole, 1)
+        return (parts[0] if len(parts) == 1 else np.concatenate(parts)), [[] for _ in range(sum(map(len, parts)))]
 
     def _current_chunk(self) -> Chunk:
         while self._chunk is None or self._pos >= len(self._chunk.flat):

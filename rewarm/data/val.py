@@ -48,11 +48,16 @@ class ValRows:
 
 
 def build_val_rows(val: ValSetConfig, tokenizer: Any, seq_len: int, cache_dir: str | Path, *,
-                   on_bad_record: str = "skip", reader: str = "auto") -> ValRows:
-    """The rows of one validation set, from the cache when its key matches (tokenizer, files, seq_len, budget)."""
+                   on_bad_record: str = "skip", reader: str = "auto", vocab_size: int | None = None) -> ValRows:
+    """The rows of one validation set, from the cache when its key matches (tokenizer, files, seq_len, budget).
+    Pre-tokenized sets (format megatron) are read from their memmaps, ids checked below ``vocab_size``."""
     n_rows = val.max_tokens // seq_len
     if n_rows < 1:
         raise ConfigError("max_tokens", f"{val.max_tokens} is less than one row of data.seq_len={seq_len} tokens")
+    if val.resolved_format() == "megatron":
+        from rewarm.data.megatron.val import megatron_val_rows
+
+        return megatron_val_rows(val, tokenizer, seq_len, n_rows, Path(cache_dir), vocab_size, _save, _load)
     files = expand_paths(val.resolved_paths(), key="paths") if not val.hf_dataset else []
     key = _cache_key(val, tokenizer, seq_len, files, on_bad_record)
     path = Path(cache_dir) / "val" / f"{key}.npz"

@@ -1,0 +1,39 @@
+"""The config edge of ``rewarm tokenize``: the source and tokenizer of a run config, the files, the sidecar."""
+
+from __future__ import annotations
+
+import logging
+from typing import Any
+
+from rewarm.errors import ConfigError
+
+logger = logging.getLogger(__name__)
+# Documents per encode call: as the bare batch tokenizer's 1000 (a run's tokenize_batch_docs is smaller, to
+# bound a DataLoader worker's memory; here one process holds ``workers + 1`` such batches).
+TOKENIZE_BATCH_DOCS = 1000
+
+
+def run_tokenize(cfg: Any, name: str, out: str, workers: int = 2, progress: bool = True) -> str:
+    """Tokenize source ``name`` of ``cfg`` into ``out``.bin / .idx / .json; returns a one-line summary."""
+    import numpy as np
+
+    from rewarm.data.loader import eos_of, tokenizer_hash, vocab_len
+    from rewarm.data.megatron.format import token_dtype
+    from rewarm.data.megatron.tokenize import find_source, tokenize_files, write_sidecar
+    from rewarm.data.sources import expand_paths
+    from rewarm.model import load_tokenizer
+
+    if workers < 1:
+        raise ConfigError("--workers", f"must be >= 1, got {workers}")
+    src = find_source(cfg.data, name)
+    files = expand_paths(src.resolved_paths(), key=f"data.{name}.paths")
+    m = cfg.model
+    tokenizer = load_tokenizer(m.name_or_path, m.revision, m.tokenizer, m.trust_remote_code)
+    result = tokenize_files(src, files, tokenizer, out, on_bad_record=cfg.data.on_bad_record,
+                            batch_docs=max(cfg.data.tokenize_batch_docs, TOKENIZE_BATCH_DOCS), workers=workers,
+                            progress=progress)
+    dtype = np.dtype(token_dtype(vocab_len(tokenizer))).name
+    write_sidecar(out, m.tokenizer or m.name_or_path, tokenizer_hash(tokenizer), files, result, dtype,
+                  eos_of(tokenizer))
+    return (f"wrote {out}.bin / .idx / .json: {result.documents:,} documents, {result.tokens:,} tokens ({dtype}), "
+            f"{result.skipped} bad records skipped, {result.tokens_per_second:,.0f} tok/s")
