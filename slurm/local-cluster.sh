@@ -145,6 +145,8 @@ cmd_start() {
         start_daemon slurmd
         wait_idle
         echo "local-cluster: started (state $STATE)"
+        getent hosts "$(hostname -s)" >/dev/null || echo "local-cluster: warning: $(hostname -s) does not resolve;" \
+            "jobs of several tasks find their master by it: add '127.0.0.1 $(hostname -s)' to /etc/hosts" >&2
     fi
     echo "export SLURM_CONF=$CONF"
 }
