@@ -121,6 +121,10 @@ def format_plan(cfg: RunConfig) -> str:
     warm = next((ph for ph in phases if ph.name == "warmup"), None)
     lines.append(f"warmup steps   {warm.end_step - warm.start_step if warm else 0}")
     lines.append("train sources  " + ", ".join(f"{n} (weight {s.weight:g})" for n, s in sorted(cfg.data.train.items())))
+    for name, src in sorted(cfg.data.train.items()):
+        if src.preset == "pythia_preshuffled":
+            lines.append(f"  {name}: Pythia's pre-shuffled rows from row {src.start_step * src.rows_per_step:,} "
+                         f"(step {src.start_step} x {src.rows_per_step} rows), in order")
     for name, vs in cfg.data.val.items():
         lines.append(f"val set        {name}: {vs.role}, up to {vs.max_tokens:,} tokens")
     lines.append(f"evaluate       at step 0, every {cfg.trainer.val_every_steps} steps and at the end")

@@ -108,3 +108,16 @@ def test_check_refuses_bad_pretokenized_files_with_exit_2(tiny_world, tmp_path, 
     assert main(["check", str(config), *over]) == 2
     err = capsys.readouterr().err
     assert "data.train.mm.paths" in err and want in err
+
+
+def test_check_prints_the_start_row_of_pythias_rows(tiny_world, tmp_path, config, capsys):
+    from megatron_helpers import write_pythia_like
+
+    write_pythia_like(tmp_path / "p", n_rows=12, shards=21)
+    over = tiny_overrides(tiny_world, tmp_path) + [
+        "data.seq_len=2048", "data.train.replay.preset=pythia_preshuffled", f"data.train.replay.root={tmp_path}/p",
+        "data.train.replay.start_step=2", "data.train.replay.rows_per_step=4", "data.train.replay.weight=0.05"]
+    assert main(["check", str(config), *over]) == 0
+    assert "replay: Pythia's pre-shuffled rows from row 8 (step 2 x 4 rows), in order" in capsys.readouterr().out
+    assert main(["check", str(config), *over, "data.train.replay.start_step=3"]) == 2
+    assert "data.train.replay.start_step: 3 starts at row 12" in capsys.readouterr().err
