@@ -131,7 +131,7 @@ def test_installed_slurm_dry_run_from_an_empty_directory(venv: Path, tmp_path: P
 
 @pytest.mark.slow
 def test_installed_demo_quick_from_an_empty_directory(venv: Path, tmp_path: Path) -> None:
-    proc = _run([str(venv / "bin" / "rewarm"), "demo", "--quick"], cwd=tmp_path, env=_env(), timeout=1200)
+    proc = _run([str(venv / "bin" / "rewarm"), "demo", "--quick"], cwd=tmp_path, env=_env(), timeout=2400)
     assert "report: " in proc.stdout, proc.stdout[-3000:]
     report = Path(proc.stdout.split("report: ")[-1].split()[0])
     assert (tmp_path / report if not report.is_absolute() else report).is_file()
