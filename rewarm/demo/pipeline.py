@@ -35,7 +35,7 @@ class DemoPreset:
     base_name: str = "base"
     study: StudyRecipe = StudyRecipe()
     group: str = GROUP
-    task_items: int = 200
+    task_items: int = 150
     """Items of each demo task (rewarm.demo.tasks)."""
 
 
@@ -46,6 +46,7 @@ PRESETS: dict[str, DemoPreset] = {
         base_name="base-quick",
         study=StudyRecipe(steps=60, val_every=15, val_tokens=8192, task_every=30),
         group=f"{GROUP}-quick",
+        task_items=100,
     ),
 }
 
