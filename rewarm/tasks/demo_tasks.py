@@ -48,8 +48,8 @@ def next_unit_items(docs: Iterable[list[str]], n: int, seed: int, context_units:
             continue
         choices = [true, *others]
         rng.shuffle(choices)
-        items.append({"context": "\n".join(docs[i][j - context_units:j]) if context_units > 1 else docs[i][j - 1],
-                      "choices": choices, "label": choices.index(true)})
+        items.append({"context": "\n".join(docs[i][j - context_units:j]), "choices": choices,
+                      "label": choices.index(true)})
     return items
 
 
