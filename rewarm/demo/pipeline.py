@@ -19,6 +19,7 @@ from typing import Any
 from rewarm.demo.base import BaseRecipe, ModelShape, build_base, revisions
 from rewarm.demo.corpus import CorpusPaths, CorpusSpec, build_corpora
 from rewarm.demo.study import GROUP, StudyPlan, StudyRecipe, environment, findings_of, plan_study, run_study
+from rewarm.demo.tasks import VERSION as TASKS_VERSION
 from rewarm.demo.tasks import build_demo_tasks
 from rewarm.demo.tokenizer import build_tokenizer
 
@@ -35,7 +36,7 @@ class DemoPreset:
     base_name: str = "base"
     study: StudyRecipe = StudyRecipe()
     group: str = GROUP
-    task_items: int = 200
+    task_items: int = 150
     """Items of each demo task (rewarm.demo.tasks)."""
 
 
@@ -46,6 +47,7 @@ PRESETS: dict[str, DemoPreset] = {
         base_name="base-quick",
         study=StudyRecipe(steps=60, val_every=15, val_tokens=8192, task_every=30),
         group=f"{GROUP}-quick",
+        task_items=100,
     ),
 }
 
@@ -134,7 +136,7 @@ def write_report(out_dir: Path, plan: StudyPlan, dirs: dict[str, Path], found: l
 def _study_stamp(base_run: Path, preset: DemoPreset, config_path: Path) -> dict[str, Any]:
     base = json.loads((base_run / "rewarm_demo_stamp.json").read_text())
     stamp = {"base": base, "study": asdict(preset.study), "config": Path(config_path).read_text(),
-             "task_items": preset.task_items}
+             "task_items": preset.task_items, "tasks_version": TASKS_VERSION}
     return json.loads(json.dumps(stamp))  # as it reads back from the file (tuples become lists)
 
 

@@ -40,11 +40,13 @@ def format_task_table(result: Any) -> str:
     if not tasks:
         return "(no downstream tasks were evaluated)"
     width = max(len(name) for name in stats) + 2
-    head = f"{'run':{width}}" + "".join(f"{f'{t} {m} (start -> end)':<34}" for t, m in tasks)
+    labels = [f"{t} {m} (start -> end)" for t, m in tasks]
+    col = max(len(label) for label in labels) + 2
+    head = f"{'run':{width}}" + "".join(f"{label:<{col}}" for label in labels)
     lines = [head, "-" * len(head)]
     for name, sts in stats.items():
         cells = [f"{sts[t].start:.3f} -> {sts[t].final:.3f}" if t in sts else "-" for t, _ in tasks]
-        lines.append(f"{name:{width}}" + "".join(f"{c:<34}" for c in cells))
+        lines.append(f"{name:{width}}" + "".join(f"{c:<{col}}" for c in cells))
     return "\n".join(lines)
 
 

@@ -58,7 +58,7 @@ def test_report_has_table_figures_and_computed_findings(demo) -> None:
     assert earlier.title == "An earlier checkpoint does not end better than the final one"
     assert any(f"the run ends {w} the final-revision rewarm" in earlier.evidence for w in ("worse than", "better than",
                                                                                           "level with"))
-    assert "## Downstream tasks (lm-evaluation-harness)" in text and "next_sentence acc" in text
+    assert "## Downstream tasks (lm-evaluation-harness)" in text and "next_sentence acc_norm" in text
     assert math.isfinite(result.numbers.seed_noise)
 
 
@@ -89,9 +89,9 @@ def test_every_run_logs_both_demo_tasks(demo) -> None:
     for name, run_dir in result.run_dirs.items():
         rows = read_metrics(run_dir / "metrics.csv")
         for task in ("next_sentence", "next_line"):
-            steps = [int(r["step"]) for r in rows if r.get(f"task/{task}/acc")]
+            steps = [int(r["step"]) for r in rows if r.get(f"task/{task}/acc_norm")]
             assert steps[0] == 0 and str(steps[-1]) == rows[-1]["step"], (name, task, steps)
-            assert 0.0 <= float(rows[-1][f"task/{task}/acc"]) <= 1.0
+            assert 0.0 <= float(rows[-1][f"task/{task}/acc_norm"]) <= 1.0
     table = format_task_table(result).splitlines()
-    assert "next_sentence acc (start -> end)" in table[0] and "next_line acc (start -> end)" in table[0]
+    assert "next_sentence acc_norm (start -> end)" in table[0] and "next_line acc_norm (start -> end)" in table[0]
     assert len(table) == 2 + len(result.run_dirs)
