@@ -62,7 +62,16 @@ def train_main(argv: list[str]) -> int:
         print(f"error: {describe_oserror(e)}", file=sys.stderr)
         return EXIT_FAULT
     print(f"run directory: {run_dir}")
+    _close_process_group()
     return 0
+
+
+def _close_process_group() -> None:
+    """Tear torch.distributed down before the interpreter exits: its threads left to the exit handlers can abort
+    a rank that already finished ("terminate called without an active exception", seen once with ZeRO-3 on CPU)."""
+    dist = sys.modules.get("torch.distributed")
+    if dist is not None and dist.is_available() and dist.is_initialized():
+        dist.destroy_process_group()
 
 
 def check_main(argv: list[str]) -> int:

@@ -17,10 +17,19 @@ from rewarm.errors import key_prefix
 log = logging.getLogger(__name__)
 
 
+class _StderrHandler(logging.StreamHandler):
+    """Writes to ``sys.stderr`` as it is when a record is emitted, not as it was when the handler was made
+    (tests and tools swap and close it between runs in one process)."""
+
+    def emit(self, record: logging.LogRecord) -> None:
+        self.stream = sys.stderr
+        super().emit(record)
+
+
 def setup_logging(level: str = "INFO") -> None:
     root = logging.getLogger()
     if not any(getattr(h, "_rewarm", False) for h in root.handlers):
-        handler = logging.StreamHandler(sys.stderr)
+        handler = _StderrHandler()
         handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(name)s: %(message)s", "%H:%M:%S"))
         handler._rewarm = True  # type: ignore[attr-defined]
         root.addHandler(handler)

@@ -1,4 +1,4 @@
-"""Shipped files in a checkout: the repository's configs/ and slurm/ (the installed case: tests/packaging/)."""
+"""Shipped files in a checkout: the repository's configs/ and slurm/ (the installed case: tests/wheel/)."""
 
 from __future__ import annotations
 
