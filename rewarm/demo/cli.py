@@ -21,7 +21,7 @@ def parser() -> argparse.ArgumentParser:
         prog="rewarm demo",
         description="Build two offline corpora (Python docs prose -> Python source code), a byte-level BPE, a tiny "
         "Pythia-shaped base model, then run the rewarm study in miniature: constant LR, rewarm to 0.5/1/2 x the "
-        "base's peak LR, warmup 0 vs 1 %%, 5 %% replay, from scratch, rewarm on upstream, a second seed, and from an "
+        "base's peak LR, warmup 0 vs 1 %, 5 % replay, from scratch, rewarm on upstream, a second seed, and from an "
         "earlier base revision; every run also evaluates two local lm-eval tasks built from the corpora.",
     )
     p.add_argument("--out", type=Path, default=Path("runs/demo"), help="runs and report go here (default: runs/demo)")
