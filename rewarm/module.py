@@ -137,8 +137,7 @@ class RewarmModule(L.LightningModule):
         self._micro = 0
         self._grad_norm: torch.Tensor | None = None
         self._lr: float | None = None
-        if hasattr(self, "_step_rows"):
-            self._step_rows.zero_()
+        self._step_rows.zero_()
 
     def training_step(self, batch: dict[str, Any], batch_idx: int) -> torch.Tensor:
         labels = batch["labels"]
