@@ -115,9 +115,9 @@ def build_loggers(cfg: RunConfig, run_dir: Path, columns: list[str]) -> list[Any
     loggers: list[Any] = [CsvRunLogger(run_dir / "metrics.csv", columns)]
     w = cfg.logging.wandb
     if w.mode != "disabled":
-        from lightning.pytorch.loggers import WandbLogger
+        from rewarm.faults.wandb_guard import GuardedWandbLogger
 
-        loggers.append(WandbLogger(
+        loggers.append(GuardedWandbLogger(
             name=w.name or cfg.run.name, save_dir=str(run_dir), project=w.project, entity=w.entity, group=w.group,
             tags=list(w.tags), mode=w.mode, id=wandb_run_id(run_dir), resume="allow", config=to_dict(cfg),
         ))
@@ -179,6 +179,7 @@ def run(cfg: RunConfig, signals: Any = None) -> Path:
     from rewarm.checkpointing import Checkpointer, SignalWatcher, resolve_resume
     from rewarm.data import check_paths
     from rewarm.data.sources import reset_warnings
+    from rewarm.faults.wandb_guard import GuardedWandbLogger, finish_wandb
     from rewarm.model import check_vocab, choose_attn_implementation, load_model, load_tokenizer
 
     setup_logging(cfg.logging.level)
@@ -250,7 +251,8 @@ def run(cfg: RunConfig, signals: Any = None) -> Path:
             signals.uninstall()
         for lg in loggers:
             lg.finalize("success")
-        _finish_wandb(loggers)
+        if any(isinstance(lg, GuardedWandbLogger) for lg in loggers):
+            finish_wandb()  # so the next in-process run (sweeps, the demo) starts its own
     if signals.received is not None:
         import signal
 
@@ -276,14 +278,6 @@ def _fit(trainer: Any, module: Any, ckpt: Path | None) -> None:
         check_dcp_metadata(state)
     with weights_only_loads(state):
         trainer.fit(module, ckpt_path=str(state), weights_only=True)
-
-
-def _finish_wandb(loggers: list[Any]) -> None:
-    """End the wandb run so the next in-process run (sweeps, the demo) starts its own."""
-    if any(type(lg).__name__ == "WandbLogger" for lg in loggers):
-        import wandb
-
-        wandb.finish()
 
 
 def _after_step(trainer: Any, steps_done: int, *, module: Any, checkpointer: Any, signals: Any, hf_every: int,

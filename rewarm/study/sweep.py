@@ -208,9 +208,10 @@ def _run_in_process(config_path: str | Path, p: PlannedRun) -> tuple[str | None,
 
 def _finish_wandb() -> None:
     """End the process's wandb run, else the next in-process run's WandbLogger would log into it."""
-    wandb = sys.modules.get("wandb")
-    if wandb is not None and getattr(wandb, "run", None) is not None:
-        wandb.finish()
+    if "wandb" in sys.modules:  # Lightning (and the guard's import of it) only when wandb was used
+        from rewarm.faults.wandb_guard import finish_wandb
+
+        finish_wandb()
 
 
 @contextlib.contextmanager

@@ -1,6 +1,7 @@
 """``rewarm slurm CONFIG --submit`` under a real SLURM: a job runs to completion and its metrics equal a local
 ``rewarm train``; ``scancel --signal=USR1 --batch`` makes it checkpoint, requeue itself and continue as the same
-run; ``scancel`` then a resubmission continues from the last checkpoint."""
+run; ``scancel`` (SIGTERM to every process of the job, wandb's service included) makes it checkpoint after the
+current step, and a resubmission continues from there."""
 
 from __future__ import annotations
 
@@ -117,7 +118,10 @@ def test_cancel_then_resubmit_continues(tiny_world, empty_yaml, slurm_env, refer
     assert "requeueing" not in (run_dir / f"slurm-{first}.out").read_text()
     last = find_latest_valid(run_dir / "checkpoints")
     assert last is not None and not (run_dir / "summary.json").exists()
-    step = json.loads((last / "manifest.json").read_text())["step"]
+    manifest = json.loads((last / "manifest.json").read_text())
+    step = manifest["step"]
+    # SIGTERM reached every process, wandb-core too: the run still checkpointed after its current step (not at 20)
+    assert manifest["reason"] == "preemption" and step >= 30, (manifest["reason"], step, tail(run_dir / f"slurm-{first}.out"))
 
     second = submit(args, slurm_env)  # resume=auto (the default)
     jobs.append(second)
