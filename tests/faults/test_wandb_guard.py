@@ -85,7 +85,7 @@ def test_sigterm_to_every_process_of_the_job_checkpoints_and_resumes_the_same_wa
         os.kill(pid, signal.SIGTERM)
     assert proc.wait(TIMEOUT_S) == PREEMPTED_EXIT_CODE, log.read_text()[-3000:]
     out = log.read_text()
-    assert "Traceback" not in out, out[-3000:]
+    assert "Traceback" not in out and "anonymous setting" not in out, out[-3000:]
     assert out.count("wandb stopped working") <= 1  # wandb-core may also have flushed the last row before dying
     last = find_latest_valid(run_dir / "checkpoints")
     manifest = json.loads((last / "manifest.json").read_text())
