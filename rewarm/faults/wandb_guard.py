@@ -43,7 +43,8 @@ class GuardedWandbLogger(WandbLogger):
 
     @rank_zero_only
     def finalize(self, status: str) -> None:
-        self._guarded(super().finalize, status)
+        if self._experiment is not None:  # never start a wandb run only to end it (a run that failed early)
+            self._guarded(super().finalize, status)
 
     def _guarded(self, call: Callable[..., None], *args: Any, **kwargs: Any) -> None:
         if self.broken is not None:
