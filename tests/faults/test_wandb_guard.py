@@ -55,7 +55,10 @@ def _wandb_cores(pid: int) -> list[int]:
 
 
 def _env() -> dict[str, str]:
-    return {**os.environ, "WANDB_MODE": "offline", "WANDB_SILENT": "true", "TOKENIZERS_PARALLELISM": "false",
+    """Offline wandb with a service of the run's own: WANDB_SERVICE, left in this process's environment by a test
+    that used wandb in-process, would make the run use this process's service instead of starting its own."""
+    env = {k: v for k, v in os.environ.items() if k != "WANDB_SERVICE"}
+    return {**env, "WANDB_MODE": "offline", "WANDB_SILENT": "true", "TOKENIZERS_PARALLELISM": "false",
             "OMP_NUM_THREADS": "1", "PYTHONPATH": str(REPO)}
 
 
