@@ -41,7 +41,8 @@ def slurm_env() -> Iterator[dict[str, str]]:
         if os.environ.get("CI") == "true":
             pytest.fail(f"{reason} (CI=true: the slurm tests must run)")
         pytest.skip(reason)
-    env = dict(os.environ)
+    # without WANDB_SERVICE (set by a test that used wandb in this process): a job starts its own wandb service
+    env = {k: v for k, v in os.environ.items() if k != "WANDB_SERVICE"}
     was_up = _script("status", env).returncode == 0
     started = _script("start", env)
     if started.returncode != 0:
