@@ -28,7 +28,7 @@ class GuardedWandbLogger(WandbLogger):
 
     def __init__(self, *args: Any, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
-        if self._wandb_init.get("anonymous") is None:  # Lightning passes anonymous=None, which wandb (0.19+)
+        if self._wandb_init.get("anonymous") is None:  # Lightning passes anonymous=None, which wandb (0.31)
             self._wandb_init.pop("anonymous", None)  # answers with a deprecation warning in every run's log
         self.broken: str | None = None
         """Why wandb was set aside (``"ConnectionResetError: Connection lost"``); None while it works."""

@@ -121,7 +121,7 @@ def test_cancel_then_resubmit_continues(tiny_world, empty_yaml, slurm_env, refer
     manifest = json.loads((last / "manifest.json").read_text())
     step = manifest["step"]
     # SIGTERM reached every process, wandb-core too: the run still checkpointed after its current step (not at 20)
-    assert manifest["reason"] == "preemption" and step >= 30, (manifest["reason"], step, tail(run_dir / f"slurm-{first}.out"))
+    assert manifest["reason"] == "preemption" and step >= 30, (manifest, tail(run_dir / f"slurm-{first}.out"))
 
     second = submit(args, slurm_env)  # resume=auto (the default)
     jobs.append(second)
