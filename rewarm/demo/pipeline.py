@@ -45,7 +45,7 @@ PRESETS: dict[str, DemoPreset] = {
     "quick": DemoPreset(
         base=BaseRecipe(steps=240, revision_every=60, val_every=60),
         base_name="base-quick",
-        study=StudyRecipe(steps=60, val_every=15, val_tokens=8192, task_every=30),
+        study=StudyRecipe(steps=60, val_every=15, val_tokens=8192),  # tasks: step 0 and the end (every 100)
         group=f"{GROUP}-quick",
         task_items=100,
     ),
