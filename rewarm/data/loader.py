@@ -361,6 +361,27 @@ def _worker_init(worker_id: int) -> None:
     if info is not None and info.num_workers > 1:
         os.environ["TOKENIZERS_PARALLELISM"] = "false"  # several workers already use the cores
     torch.set_num_threads(1)
+    own_tqdm_lock()
+
+
+def own_tqdm_lock() -> None:
+    """Give this (worker) process a tqdm write lock of its own. tqdm's lock is a multiprocessing semaphore that
+    forked processes share with their parent, and `datasets` takes it in the worker's reader thread each time it
+    opens a stream (a progress bar, even a disabled one). A worker shut down inside that section (the loader
+    discarded mid-stream, as every resume and validation does) left the semaphore held for good: every later
+    worker and the parent's own tqdm then waited on it forever (seen as a hung test)."""
+    import sys
+    import threading
+
+    std = sys.modules.get("tqdm.std")
+    if std is None:  # not imported yet: the lock this process creates is its own
+        return
+    lock, classes = threading.RLock(), [std.tqdm]
+    while classes:
+        cls = classes.pop()
+        classes += cls.__subclasses__()
+        if cls is std.tqdm or "_lock" in vars(cls):
+            cls._lock = lock
 
 
 def build_plan(cfg: DataConfig, tokenizer: Any, *, micro_batch_size: int, seed: int, rank: int, world_size: int,
