@@ -8,10 +8,9 @@ import multiprocessing as mp
 import os
 
 import pytest
+import tqdm.std as tqdm_std  # a dependency of datasets and transformers: always installed
 
 from rewarm.data.loader import own_tqdm_lock
-
-tqdm_std = pytest.importorskip("tqdm.std")
 
 
 def _hold_and_die(own: bool) -> None:

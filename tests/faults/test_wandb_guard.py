@@ -13,8 +13,6 @@ import sys
 import time
 from pathlib import Path
 
-import pytest
-
 from rewarm.checkpointing import PREEMPTED_EXIT_CODE, find_latest_valid
 from rewarm.metrics import read_metrics
 from tests.conftest import tiny_overrides
@@ -106,8 +104,7 @@ def test_sigterm_to_every_process_of_the_job_checkpoints_and_resumes_the_same_wa
 
 
 def test_a_killed_wandb_is_set_aside_once_and_the_next_run_gets_a_working_one(tmp_path, monkeypatch, caplog) -> None:
-    pytest.importorskip("wandb")
-    import wandb
+    import wandb  # a core dependency: never skipped
 
     from rewarm.faults.wandb_guard import GuardedWandbLogger, finish_wandb
 
