@@ -68,7 +68,10 @@ def _check_same_run(run_dir: Path, reference: Path) -> None:
 
 
 def test_submit_runs_to_completion(tiny_world, empty_yaml, slurm_env, reference, tmp_path, jobs) -> None:
-    job_id = submit([str(empty_yaml), *_overrides(tiny_world, tmp_path)], slurm_env)
+    # Submitted from a process that uses wandb itself (a notebook): sbatch exports its WANDB_SERVICE, a service
+    # the job cannot reach (on a cluster: another host). The job must start its own and keep logging to wandb.
+    submitter_env = {**slurm_env, "WANDB_SERVICE": "3-1-unix-/nonexistent/wandb-core.sock"}
+    job_id = submit([str(empty_yaml), *_overrides(tiny_world, tmp_path)], submitter_env)
     jobs.append(job_id)
     run_dir = tmp_path / "t"
     info = wait_done(job_id, slurm_env)
@@ -78,6 +81,7 @@ def test_submit_runs_to_completion(tiny_world, empty_yaml, slurm_env, reference,
         assert (run_dir / name).is_file(), f"{name} missing from the run directory"
     assert json.loads((find_latest_valid(run_dir / "checkpoints") / "manifest.json").read_text())["reason"] == "end"
     assert list((run_dir / "wandb").glob("offline-run-*"))
+    assert "wandb stopped working" not in (run_dir / f"slurm-{job_id}.out").read_text()
     _check_same_run(run_dir, reference)
 
 
