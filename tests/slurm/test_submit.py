@@ -128,7 +128,9 @@ def test_cancel_then_resubmit_continues(tiny_world, empty_yaml, slurm_env, refer
     # A signal that lands on a periodic step (40, 60, ...) finds that step saved already: no second copy is written.
     signalled = manifest["reason"] == "preemption" or (manifest["reason"] == "periodic" and step % 20 == 0)
     assert signalled and step >= 30, (manifest, tail(run_dir / f"slurm-{first}.out"))
-    assert "received signal SIGTERM" in (run_dir / f"slurm-{first}.out").read_text()
+    assert int(read_metrics(run_dir / "metrics.csv")[-1]["step"]) == step  # no row after the checkpoint
+    log = (run_dir / f"slurm-{first}.out").read_text()
+    assert "received signal SIGTERM" in log and "Exited with exit code 3" in log, log[-4000:]
 
     second = submit(args, slurm_env)  # resume=auto (the default)
     jobs.append(second)
