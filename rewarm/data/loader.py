@@ -380,8 +380,8 @@ def own_tqdm_lock() -> None:
     while classes:
         cls = classes.pop()
         classes += cls.__subclasses__()
-        if cls is std.tqdm or "_lock" in vars(cls):
-            cls._lock = lock
+        if cls is std.tqdm or "_lock" in vars(cls):  # a subclass may hold its own (tqdm's ensure_lock sets one)
+            cls.set_lock(lock)
 
 
 def build_plan(cfg: DataConfig, tokenizer: Any, *, micro_batch_size: int, seed: int, rank: int, world_size: int,

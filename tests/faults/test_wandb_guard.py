@@ -4,6 +4,7 @@ process, the broken wandb is set aside with one warning and the next run starts 
 
 from __future__ import annotations
 
+import contextlib
 import json
 import logging
 import os
@@ -13,40 +14,30 @@ import sys
 import time
 from pathlib import Path
 
+import psutil
+
 from rewarm.checkpointing import PREEMPTED_EXIT_CODE, find_latest_valid
 from rewarm.metrics import read_metrics
 from tests.conftest import tiny_overrides
 from tests.faults.conftest import REPO, TIMEOUT_S
+from tests.resume.resume_helpers import last_row_step
 
 MAX_STEPS = 300  # a tiny step takes milliseconds to tens of them: the signal lands mid-run
-SIGNAL_AFTER_ROWS = 20
+SIGNAL_AFTER_STEP = 20
 
 
-def _children(pid: int) -> list[tuple[int, str]]:
-    """(pid, command name) of the live processes (zombies aside) whose parent is ``pid``."""
-    out = []
-    for stat in Path("/proc").glob("[0-9]*/stat"):
-        try:
-            text = stat.read_text()
-        except OSError:  # ended meanwhile
-            continue
-        name, rest = text[text.index("(") + 1:text.rindex(")")], text[text.rindex(")") + 2:].split()
-        if int(rest[1]) == pid and rest[0] != "Z":
-            out.append((int(stat.parent.name), name))
-    return out
-
-
-def _tree(pid: int) -> list[tuple[int, str]]:
-    """Every descendant of ``pid`` (what slurmstepd signals: the job's processes, whatever their session)."""
-    found, todo = [], [pid]
-    while todo:
-        kids = _children(todo.pop())
-        found += kids
-        todo += [k for k, _ in kids]
+def _tree(pid: int) -> list[tuple[psutil.Process, str]]:
+    """(process, name) of the live descendants of ``pid``, zombies aside: what slurmstepd signals (the job's
+    processes, whatever their session)."""
+    found = []
+    for p in psutil.Process(pid).children(recursive=True):
+        with contextlib.suppress(psutil.NoSuchProcess):  # ended meanwhile
+            if p.status() != psutil.STATUS_ZOMBIE:
+                found.append((p, p.name()))
     return found
 
 
-def _wandb_cores(pid: int) -> list[int]:
+def _wandb_cores(pid: int) -> list[psutil.Process]:
     cores = [p for p, name in _tree(pid) if name.startswith("wandb-core")]
     assert cores, f"no wandb-core process under {pid}: {_tree(pid)}"
     return cores
@@ -66,10 +57,6 @@ def _train(args: list[str], log: Path) -> subprocess.Popen:
                                 stderr=subprocess.STDOUT)
 
 
-def _rows(csv: Path) -> int:
-    return len(csv.read_text().splitlines()) - 1 if csv.is_file() else 0
-
-
 def test_sigterm_to_every_process_of_the_job_checkpoints_and_resumes_the_same_wandb_run(
         tiny_world, empty_yaml, tmp_path) -> None:
     args = [str(empty_yaml), *tiny_overrides(tiny_world, tmp_path, trainer__max_steps=MAX_STEPS,
@@ -78,11 +65,12 @@ def test_sigterm_to_every_process_of_the_job_checkpoints_and_resumes_the_same_wa
     log, run_dir = tmp_path / "train.log", tmp_path / "t"
     proc = _train(args, log)
     deadline = time.monotonic() + TIMEOUT_S
-    while _rows(run_dir / "metrics.csv") < SIGNAL_AFTER_ROWS and proc.poll() is None and time.monotonic() < deadline:
+    while last_row_step(run_dir / "metrics.csv") < SIGNAL_AFTER_STEP and proc.poll() is None \
+            and time.monotonic() < deadline:
         time.sleep(0.02)
     assert proc.poll() is None, log.read_text()[-3000:]
     _wandb_cores(proc.pid)  # wandb's service runs, and gets the SIGTERM too
-    for pid in [proc.pid, *(p for p, _ in _tree(proc.pid))]:  # as scancel does: SIGTERM to all of them at once
+    for pid in [proc.pid, *(p.pid for p, _ in _tree(proc.pid))]:  # as scancel does: SIGTERM to all at once
         os.kill(pid, signal.SIGTERM)
     assert proc.wait(TIMEOUT_S) == PREEMPTED_EXIT_CODE, log.read_text()[-3000:]
     out = log.read_text()
@@ -92,7 +80,7 @@ def test_sigterm_to_every_process_of_the_job_checkpoints_and_resumes_the_same_wa
     manifest = json.loads((last / "manifest.json").read_text())
     rows = read_metrics(run_dir / "metrics.csv")  # row s: the model after s updates, as checkpoint s holds it
     assert manifest["reason"] == "preemption" and manifest["step"] == int(rows[-1]["step"]), (manifest, out)
-    assert SIGNAL_AFTER_ROWS <= manifest["step"] < MAX_STEPS
+    assert SIGNAL_AFTER_STEP <= manifest["step"] < MAX_STEPS
 
     proc = _train(args, log)  # the restart: resume=auto (the default)
     assert proc.wait(TIMEOUT_S) == 0, log.read_text()[-3000:]
@@ -113,9 +101,9 @@ def test_a_killed_wandb_is_set_aside_once_and_the_next_run_gets_a_working_one(tm
     first.log_metrics({"x": 1.0}, step=0)
     cores = _wandb_cores(os.getpid())
     for core in cores:
-        os.kill(core, signal.SIGTERM)
+        core.send_signal(signal.SIGTERM)
     deadline = time.monotonic() + 30
-    while set(cores) & {p for p, _ in _children(os.getpid())} and time.monotonic() < deadline:
+    while set(cores) & {p for p, _ in _tree(os.getpid())} and time.monotonic() < deadline:
         time.sleep(0.05)  # until it has ended (a zombie: wandb's Popen reaps it)
     with caplog.at_level(logging.WARNING, logger="rewarm.faults.wandb_guard"):
         for step in range(1, 11):
