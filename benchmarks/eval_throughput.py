@@ -1,6 +1,6 @@
 """Evaluation throughput: tokens/s of rewarm's per-set evaluation vs a bare ``torch.no_grad`` loop, same rows.
 
-rewarm: ``rewarm.evaluate.evaluate_rows`` (what ``RewarmModule.evaluate`` calls per set) on the rows that
+rewarm: ``rewarm.evaluation.perplexity.evaluate_rows`` (what ``RewarmModule.evaluate`` calls per set) on the rows that
 ``rewarm.data.build_val_rows`` makes of a validation file, with its per-subset sums (two subsets) on.
 bare: the same model in eval mode, the same rows in the same batches, ``torch.no_grad``, logits ->
 ``cross_entropy(reduction="sum")``. Both return the summed NLL; they are checked to agree.
@@ -35,7 +35,7 @@ def prepare(cache: Path, s: dict[str, int]) -> tuple[Any, Any]:
     """(model in eval mode, ValRows) built through rewarm's own loaders."""
     from rewarm.config import load
     from rewarm.data import build_val_rows
-    from rewarm.model import load_model, load_tokenizer
+    from rewarm.model.load import load_model, load_tokenizer
 
     model_dir = C.build_model_dir(cache / f"model_d{s['d']}_l{s['layers']}", s["d"], s["layers"], s["heads"], 2048)
     val = C.corpus(cache / "eval_corpus" / "val.jsonl.zst", 4000, seed=3, subsets=2)
@@ -57,7 +57,7 @@ def rewarm_batch(model: Any, rows: Any, lo: int, hi: int) -> tuple[Mark, float]:
     and the summed NLL."""
     import torch
 
-    from rewarm.evaluate import evaluate_rows
+    from rewarm.evaluation.perplexity import evaluate_rows
 
     subsets = rows.token_subsets[lo:hi] if rows.token_subsets is not None else None
     t0 = _mark()

@@ -3,8 +3,8 @@
 Model: 24 layers, d=1024, 16 heads, ffn 4096, vocab 50304, rotary 25 %, parallel residual, untied
 embeddings (Pythia-410M), fresh weights. One training step = forward + backward + grad clip 1.0 + fused
 AdamW, on random token rows (no data pipeline: this is the model's limit on the device). Attention: SDPA,
-and flash-attn 2 when ``flash_attn`` is importable. MFU = tokens/s x ``rewarm.perf.flops_per_token`` /
-``rewarm.perf.peak_flops(device name)``. Target >= 0.45 on one H100.
+and flash-attn 2 when ``flash_attn`` is importable. MFU = tokens/s x ``rewarm.training.perf.flops_per_token`` /
+``rewarm.training.perf.peak_flops(device name)``. Target >= 0.45 on one H100.
 
 Without CUDA it prints why it skips and ends with ``gpu_mfu=nan`` (exit 0). Last line: ``gpu_mfu=<best MFU>``.
 
@@ -102,7 +102,7 @@ def main(argv: list[str] | None = None) -> float:
     args = p.parse_args(argv)
     import torch
 
-    from rewarm.perf import flops_per_token, peak_flops
+    from rewarm.training.perf import flops_per_token, peak_flops
 
     C.print_machine()
     if not torch.cuda.is_available():
@@ -126,7 +126,7 @@ def main(argv: list[str] | None = None) -> float:
         print(f"{attn}: MFU {mfu:.3f}", flush=True)
         best = mfu if math.isnan(best) else max(best, mfu)
     if peak is None:
-        print(f"unknown peak FLOP/s for {name!r}: add it to rewarm.perf.PEAK_BF16_FLOPS", flush=True)
+        print(f"unknown peak FLOP/s for {name!r}: add it to rewarm.training.perf.PEAK_BF16_FLOPS", flush=True)
     C.print_result("gpu_mfu", best, f">= 0.45 on one H100 ({'met' if best >= 0.45 else 'MISSED'})")
     return best
 

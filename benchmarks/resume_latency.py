@@ -7,11 +7,11 @@ is cached (JSON, keyed by the pipeline's fingerprint; regenerated when that chan
 
 Two measurements, each alternating resumed / fresh (ABBA) in one process:
 
-1. run level (the result): ``rewarm.train.run(cfg)`` from its call to the end of its first optimizer step
+1. run level (the result): ``rewarm.training.run.run(cfg)`` from its call to the end of its first optimizer step
    (tiny GPT-NeoX, seq 2048 x 8 rows, ``data.num_workers`` 1 as configured by default). Fresh: a new run.
    Resumed: ``resume=auto`` in a copy of a run directory whose step-1 checkpoint is a real checkpoint of
    that run with its data state replaced by the deep one (both halves real; the manifest is rewritten with
-   ``rewarm.checkpointing.write_manifest``). Covers config check, model + checkpoint loading, Trainer,
+   ``rewarm.checkpoints.store.write_manifest``). Covers config check, model + checkpoint loading, Trainer,
    loader start, the stream seek and the first step; the interpreter start and imports (the same for both,
    seconds) are left out, which makes the ratio stricter than a wall-clock of the command.
 2. loader level (printed, the strictest): ``build_train_loader`` [+ ``load_state_dict``] + first batch,
@@ -47,7 +47,7 @@ def sizes(args: argparse.Namespace) -> dict[str, int]:
 def prepare(cache: Path, s: dict[str, int]) -> tuple[Any, Any, Path]:
     """(data config, tokenizer, corpus path); the corpus is generated once. Model: ``cache/model_d64_l2``."""
     from rewarm.config import load
-    from rewarm.model import load_tokenizer
+    from rewarm.model.load import load_tokenizer
 
     model_dir = C.build_model_dir(cache / "model_d64_l2", 64, 2, 4, 2048)
     shard = cache / f"resume_{s['docs']}" / "train" / "00.jsonl.zst"
@@ -130,11 +130,11 @@ class FirstStep:
 
 
 def time_to_first_step(overrides: list[str], expect: Any = None) -> float:
-    """Seconds from calling ``rewarm.train.run`` to the end of its first step (``build_trainer`` is wrapped to
+    """Seconds from calling ``rewarm.training.run.run`` to the end of its first step (``build_trainer`` is wrapped to
     add the probe; nothing else changes). ``expect``: the input_ids the first step must have trained on."""
     import lightning as L
 
-    import rewarm.train as T
+    import rewarm.training.run as T
     from rewarm.config import load
 
     probe = type("FirstStepCallback", (FirstStep, L.Callback), {})()
@@ -156,7 +156,7 @@ def deep_run_dir(cache: Path, shard: Path, out: Path, s: dict[str, int], state: 
     """A run directory whose step-1 checkpoint carries the deep data state (the other checkpoints removed)."""
     import torch
 
-    from rewarm.checkpointing import MANIFEST, STATE, write_manifest
+    from rewarm.checkpoints.store import MANIFEST, STATE, write_manifest
 
     time_to_first_step(run_overrides(cache, shard, out, "seed", s, "never"))  # stops after step 1: checkpoint 1
     run_dir = out / "seed"
@@ -174,7 +174,7 @@ def deep_run_dir(cache: Path, shard: Path, out: Path, s: dict[str, int], state: 
 
 
 def run_level(cache: Path, shard: Path, s: dict[str, int], state: dict[str, Any], expect: Any) -> float:
-    """Median over rounds of resumed / fresh time to the first step, ``rewarm.train.run`` level. ``expect``:
+    """Median over rounds of resumed / fresh time to the first step, ``rewarm.training.run.run`` level. ``expect``:
     the first batch after the deep state (checked: the resumed run really continues there)."""
     ratios = []
     with tempfile.TemporaryDirectory(prefix="bench_resume_") as tmp:

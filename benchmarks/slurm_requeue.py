@@ -65,7 +65,7 @@ def rows(metrics: Path) -> list[int]:
 
 
 def saved_step(run_dir: Path) -> int | None:
-    from rewarm.checkpointing import find_latest_valid
+    from rewarm.checkpoints.store import find_latest_valid
 
     ckpt = find_latest_valid(run_dir / "checkpoints")
     return int(ckpt.name.removeprefix("step")) if ckpt else None

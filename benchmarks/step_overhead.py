@@ -1,6 +1,6 @@
 """Step overhead: seconds per optimizer step of the rewarm stack vs a bare PyTorch loop, interleaved step by step.
 
-rewarm: ``rewarm.train.run(cfg)`` exactly as ``rewarm train`` runs it (RewarmModule, Lightning Trainer, the
+rewarm: ``rewarm.training.run.run(cfg)`` exactly as ``rewarm train`` runs it (RewarmModule, Lightning Trainer, the
 streaming loader with the config's ``data.num_workers``, metrics.csv written every step), evaluation off
 (no validation sets), wandb disabled, progress off, no periodic checkpoints.
 
@@ -8,7 +8,7 @@ bare: a second copy of the same Hugging Face GPT-NeoX (loaded from the same dire
 batch rewarm just trained on, with AdamW (same hyper-parameters, no decay on biases / norms), LambdaLR
 (warmup + cosine) and grad-norm clipping to 1.0, same torch threads.
 
-Interleaving: a probe callback appended to rewarm's Trainer (``rewarm.train.build_trainer`` is wrapped for
+Interleaving: a probe callback appended to rewarm's Trainer (``rewarm.training.run.build_trainer`` is wrapped for
 that; nothing else changes) runs one bare step inside each ``on_train_batch_end`` -- where rewarm's own
 ``perf/tokens_per_sec`` clock ticks -- and times it. A rewarm step is the time from the end of the previous
 bare step to the next ``on_train_batch_end``: everything rewarm does per step (fetching the batch, hooks,
@@ -117,11 +117,11 @@ def _diff(a: Mark, b: Mark) -> Mark:
 
 
 def run_interleaved(model: Path, data: Path, out: Path, s: dict[str, int], workers: int) -> Interleave:
-    """One `rewarm train` run (``rewarm.train.run``) with the Interleave probe in its Trainer's callbacks."""
+    """One `rewarm train` run (``rewarm.training.run.run``) with the Interleave probe in its Trainer's callbacks."""
     import lightning as L
     import torch
 
-    import rewarm.train as T
+    import rewarm.training.run as T
     from rewarm.config import load
 
     probe = type("InterleaveCallback", (Interleave, L.Callback), {})(BareStepper(model, torch.device("cpu")))
@@ -176,10 +176,10 @@ class SpanClock:
 
 
 def rewarm_span(model: Path, data: Path, out: Path, s: dict[str, int], workers: int, r: int) -> float:
-    """Seconds per step of one ``rewarm.train.run`` on CUDA (bf16-mixed), between the two clock reads."""
+    """Seconds per step of one ``rewarm.training.run.run`` on CUDA (bf16-mixed), between the two clock reads."""
     import lightning as L
 
-    import rewarm.train as T
+    import rewarm.training.run as T
     from rewarm.config import load
 
     clock = type("SpanClockCallback", (SpanClock, L.Callback), {})(s["warmup"], s["steps"])
@@ -212,7 +212,7 @@ def take_batches(model: Path, data: Path, s: dict[str, int]) -> list[dict[str, A
     """The first batches of the same rewarm loader (seed 0, one rank), kept in host memory."""
     from rewarm.config import load
     from rewarm.data import build_train_loader
-    from rewarm.model import load_tokenizer
+    from rewarm.model.load import load_tokenizer
 
     n = s["warmup"] + s["steps"]
     cfg = load(None, C.base_overrides(model, str(data), Path("/tmp"), s["seq"], s["batch"], n, "x") + ["data.num_workers=0"])

@@ -62,7 +62,7 @@ def prepare(cache: Path, s: dict[str, int]) -> tuple[Any, Any, Any, Any]:
     import torch
     from transformers import AutoModelForCausalLM
 
-    from rewarm.model import load_model, load_tokenizer
+    from rewarm.model.load import load_model, load_tokenizer
     from rewarm.tasks.build import build_task_evaluator
     from rewarm.tasks.config import TasksConfig
 

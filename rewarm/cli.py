@@ -9,16 +9,16 @@ import sys
 
 # name -> (module, function, one-line help). Each function takes the remaining argv and returns an exit code.
 COMMANDS: dict[str, tuple[str, str, str]] = {
-    "train": ("rewarm.commands", "train_main", "train (or resume) a run from a YAML config"),
-    "check": ("rewarm.commands", "check_main", "validate a config and print the run plan (fast, no training imports)"),
-    "eval": ("rewarm.commands", "eval_main", "evaluate a model directory or checkpoint on the configured sets"),
+    "train": ("rewarm.training.cli", "train_main", "train (or resume) a run from a YAML config"),
+    "check": ("rewarm.training.cli", "check_main", "validate a config and print the run plan (fast, no training imports)"),
+    "eval": ("rewarm.evaluation.cli", "eval_main", "evaluate a model directory or checkpoint on the configured sets"),
     "schedule": ("rewarm.schedules.cli", "main", "print / plot the LR schedule of one or more configs"),
     "demo": ("rewarm.demo.cli", "main", "the offline demo: build corpora, a base model, and run the rewarm study"),
     "sweep": ("rewarm.study.cli", "sweep_main", "run a grid / list of override sets one after another"),
     "compare": ("rewarm.study.cli", "compare_main", "compare run directories: figures and report.md"),
-    "export": ("rewarm.commands", "export_main", "write a Hugging Face directory from a run or checkpoint"),
-    "slurm": ("rewarm.slurm", "main", "render (and submit) a SLURM batch script for a config"),
-    "tokenize": ("rewarm.commands", "tokenize_main", "tokenize a text source once into .bin + .idx (GPT-NeoX format)"),
+    "export": ("rewarm.checkpoints.cli", "export_main", "write a Hugging Face directory from a run or checkpoint"),
+    "slurm": ("rewarm.launch.cli", "main", "render (and submit) a SLURM batch script for a config"),
+    "tokenize": ("rewarm.data.megatron.cli", "tokenize_main", "tokenize a text source once into .bin + .idx (GPT-NeoX format)"),
 }
 
 

@@ -8,7 +8,9 @@ must stay fast).
 
 from __future__ import annotations
 
+import argparse
 import math
+import sys
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -457,3 +459,20 @@ def to_dict(cfg: RunConfig) -> dict[str, Any]:
     out = OmegaConf.to_container(OmegaConf.structured(cfg))
     assert isinstance(out, dict)
     return out  # type: ignore[return-value]
+
+
+def config_parser(prog: str, description: str) -> argparse.ArgumentParser:
+    """The argument parser every config-taking command starts from: ``rewarm <prog> CONFIG [key=value ...]``."""
+    p = argparse.ArgumentParser(prog=f"rewarm {prog}", description=description)
+    p.add_argument("config", help="YAML run config")
+    p.add_argument("overrides", nargs="*", help="dotted overrides, e.g. schedule.max_lr=3e-4 trainer.max_steps=100")
+    return p
+
+
+def load_or_report(config: str, overrides: list[str]) -> RunConfig | None:
+    """The validated config, or None after printing the refusal (the caller exits with ``EXIT_CONFIG``)."""
+    try:
+        return load(config, overrides)
+    except ConfigError as e:
+        print(f"error: invalid config: {e}", file=sys.stderr)
+        return None

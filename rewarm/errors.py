@@ -39,3 +39,15 @@ class NonFiniteError(RuntimeError):
 
 class DiskFullError(RuntimeError):
     """A write into the run directory that ran out of space (names the directory, bytes needed and free)."""
+
+
+EXIT_CONFIG = 2  # a refused config or argument: nothing ran
+EXIT_FAULT = 1  # the run stopped on a fault (non-finite step, full disk): fix the cause, then resume=auto
+
+
+def report(e: Exception, code: int = EXIT_CONFIG) -> int:
+    """Print ``error: <e>`` to stderr and return the exit code for it."""
+    import sys
+
+    print(f"error: {e}", file=sys.stderr)
+    return code

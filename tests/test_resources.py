@@ -16,7 +16,7 @@ def test_a_checkout_uses_its_own_folders() -> None:
     assert resource("configs/demo.yaml") == REPO / "configs" / "demo.yaml"
     assert resource("slurm") == REPO / "slurm" and (resource("slurm") / "train.sbatch").is_file()
     from rewarm.demo.cli import DEFAULT_CONFIG
-    from rewarm.slurm import TEMPLATE_DIR
+    from rewarm.launch.slurm import TEMPLATE_DIR
 
     assert DEFAULT_CONFIG == REPO / "configs" / "demo.yaml" and TEMPLATE_DIR == REPO / "slurm"
 

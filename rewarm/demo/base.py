@@ -1,4 +1,4 @@
-"""The demo's tiny Pythia-shaped base model, pre-trained on upstream from scratch through ``rewarm.train.run``.
+"""The demo's tiny Pythia-shaped base model, pre-trained on upstream from scratch through ``rewarm.training.run.run``.
 
 The architecture is Pythia's in miniature (GPT-NeoX: rotary on 25 % of each head, parallel residual,
 untied embeddings, no dropout, vocabulary padded to a multiple of 128 above the tokenizer's size as
@@ -106,7 +106,7 @@ def build_base(cache: Path, corpus: CorpusPaths, tokenizer_dir: Path, recipe: Ba
     from omegaconf import OmegaConf
 
     from rewarm.config import load
-    from rewarm.train import run
+    from rewarm.training.run import run
 
     run_dir = cache / name
     stamp = {"recipe": asdict(recipe), "corpus": _read_json(corpus.manifest).get("fingerprint"),

@@ -74,7 +74,7 @@ def sweep_main(argv: list[str]) -> int:
     except sweep.SweepFailed as e:
         print(f"error: {e}", file=sys.stderr)
         if e.preempted:  # the trainer's own code, so a wrapper treats a preempted sweep like a preempted run
-            from rewarm.checkpointing import PREEMPTED_EXIT_CODE
+            from rewarm.checkpoints.store import PREEMPTED_EXIT_CODE
 
             return PREEMPTED_EXIT_CODE
         return 1

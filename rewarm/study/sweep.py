@@ -181,7 +181,7 @@ def _run_subprocess(config_path: str | Path, p: PlannedRun) -> tuple[str | None,
         except KeyboardInterrupt:  # the terminal sent SIGINT to the run too: let it save its checkpoint
             _wait_or_kill(proc, timeout_s=300)
             raise
-    from rewarm.checkpointing import PREEMPTED_EXIT_CODE  # light module: the constant only
+    from rewarm.checkpoints.store import PREEMPTED_EXIT_CODE  # light module: the constant only
 
     if received:  # the job is going away (e.g. SLURM's warning): stop, whatever the run made of it
         return f"{PREEMPTED}: the sweep received {received[0].name} and passed it on (run's exit code {code})", True
@@ -194,7 +194,7 @@ def _run_subprocess(config_path: str | Path, p: PlannedRun) -> tuple[str | None,
 
 def _run_in_process(config_path: str | Path, p: PlannedRun) -> tuple[str | None, bool]:
     from rewarm.config import load
-    from rewarm.train import run  # lazy: imports Lightning
+    from rewarm.training.run import run  # lazy: imports Lightning
 
     try:
         run(load(config_path, p.overrides))

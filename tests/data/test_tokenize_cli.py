@@ -69,7 +69,7 @@ def test_train_runs_on_pretokenized_replay(tiny_world, tmp_path, config):
     assert tokenize(config, over, "val.pile", tmp_path / "pile") == 0
     over += [f"data.train.pile.paths=[{tmp_path}/pile.bin]", "data.train.pile.weight=0.5"]
     assert main(["train", str(config), *over]) == 0
-    from rewarm.metrics import read_metrics
+    from rewarm.training.metrics import read_metrics
 
     rows = read_metrics(tmp_path / "t" / "metrics.csv")
     assert [int(r["step"]) for r in rows] == [0, 1, 2, 3]

@@ -13,7 +13,7 @@ from rewarm.demo.cli import DEFAULT_CONFIG
 from rewarm.demo.pipeline import DemoPreset, run_demo
 from rewarm.demo.study import MAIN
 from rewarm.demo.table import format_findings, format_table, format_task_table
-from rewarm.metrics import read_metrics
+from rewarm.training.metrics import read_metrics
 
 
 @pytest.fixture(scope="module")

@@ -10,9 +10,9 @@ from pathlib import Path
 
 import pytest
 
-from rewarm.checkpointing import STATE, invalid_reason, write_manifest
+from rewarm.checkpoints.store import STATE, invalid_reason, write_manifest
 from rewarm.cli import main
-from rewarm.metrics import read_metrics
+from rewarm.training.metrics import read_metrics
 from tests.faults.conftest import fault_overrides, rewarm
 
 REASON = "state.ckpt: content differs from the manifest's sha256"

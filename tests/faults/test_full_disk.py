@@ -15,10 +15,10 @@ from pathlib import Path
 
 import pytest
 
-from rewarm.checkpointing import find_latest_valid, invalid_reason
+from rewarm.checkpoints.store import find_latest_valid, invalid_reason
 from rewarm.cli import main
 from rewarm.errors import DiskFullError
-from rewarm.metrics import CsvRunLogger, read_metrics
+from rewarm.training.metrics import CsvRunLogger, read_metrics
 from tests.faults.conftest import fault_overrides
 
 KIB = 1024

@@ -13,7 +13,7 @@ from pathlib import Path
 import pytest
 import torch
 
-from rewarm.checkpointing import MANIFEST, STATE, file_sha256, read_valid_manifest
+from rewarm.checkpoints.store import MANIFEST, STATE, file_sha256, read_valid_manifest
 from rewarm.errors import ResumeError
 from rewarm.faults.safe_load import UnsafeCheckpointError, check_dcp_metadata, weights_only_loads
 from tests.faults.conftest import fault_overrides, rewarm

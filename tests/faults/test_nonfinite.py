@@ -16,8 +16,8 @@ import torch
 
 from rewarm.cli import main
 from rewarm.config import batch_plan, load
-from rewarm.metrics import read_metrics
 from rewarm.schedules import build_lr_fn
+from rewarm.training.metrics import read_metrics
 from tests.conftest import tiny_overrides
 from tests.faults.nonfinite_world import build_poisoned_world
 

@@ -11,7 +11,7 @@ from pathlib import Path
 
 import pytest
 
-from rewarm.metrics import read_metrics
+from rewarm.training.metrics import read_metrics
 from tests.faults.conftest import REPO, rewarm
 from tests.scale.helpers import TIMEOUT_S, scale_overrides, subprocess_env, tail
 

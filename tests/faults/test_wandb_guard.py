@@ -16,8 +16,8 @@ from pathlib import Path
 
 import psutil
 
-from rewarm.checkpointing import PREEMPTED_EXIT_CODE, find_latest_valid
-from rewarm.metrics import read_metrics
+from rewarm.checkpoints.store import PREEMPTED_EXIT_CODE, find_latest_valid
+from rewarm.training.metrics import read_metrics
 from tests.conftest import tiny_overrides
 from tests.faults.conftest import REPO, TIMEOUT_S
 from tests.resume.resume_helpers import last_row_step

@@ -17,7 +17,7 @@ import time
 
 
 def _install_recorder(path: str) -> None:
-    import rewarm.module as module
+    import rewarm.training.module as module
 
     original = module.RewarmModule.training_step
     out = open(path, "a")  # noqa: SIM115 - open for the life of the process
@@ -34,7 +34,7 @@ def _install_recorder(path: str) -> None:
 
 
 def _install_slow_manifest(step: int) -> None:
-    import rewarm.checkpointing as checkpointing
+    import rewarm.checkpoints.store as checkpointing
 
     original = checkpointing.write_manifest
 

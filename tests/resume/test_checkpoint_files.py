@@ -1,4 +1,4 @@
-"""Checkpoint validity and the choice of the checkpoint to resume from (rewarm.checkpointing), on real
+"""Checkpoint validity and the choice of the checkpoint to resume from (rewarm.checkpoints.store), on real
 ``torch.save`` files; metrics.csv continuation after a row cut short by a kill."""
 
 from __future__ import annotations
@@ -10,7 +10,7 @@ from pathlib import Path
 import pytest
 import torch
 
-from rewarm.checkpointing import (
+from rewarm.checkpoints.store import (
     MANIFEST,
     STATE,
     Checkpointer,
@@ -77,7 +77,7 @@ def test_a_damaged_newest_checkpoint_falls_back_to_the_previous_one(run_dir, cap
     newest = run_dir / "checkpoints" / step_dir_name(6)
     damage(newest)
     assert reason in (invalid_reason(newest, deep=True) or "")
-    with caplog.at_level(logging.WARNING, logger="rewarm.checkpointing"):
+    with caplog.at_level(logging.WARNING, logger="rewarm.checkpoints.store"):
         found = resolve_resume("auto", run_dir)
     assert found == run_dir / "checkpoints" / step_dir_name(4)
     assert f"skipping checkpoint {newest}: {reason}" in caplog.text
@@ -112,7 +112,7 @@ def test_temporary_and_foreign_directories_are_never_candidates(run_dir):
 
 
 def test_no_valid_checkpoint_means_a_fresh_start(tmp_path, caplog):
-    with caplog.at_level(logging.INFO, logger="rewarm.checkpointing"):
+    with caplog.at_level(logging.INFO, logger="rewarm.checkpoints.store"):
         assert resolve_resume("auto", tmp_path) is None
     assert "no valid checkpoint, starting fresh" in caplog.text
     d = _checkpoint(tmp_path / "checkpoints", 2)
@@ -151,7 +151,7 @@ def test_newer_checkpoints_and_temporaries_are_set_aside_at_start(run_dir, caplo
     ckpts = run_dir / "checkpoints"
     (ckpts / ".tmp-step00000008").mkdir()
     (ckpts / ".old-step00000002").mkdir()
-    with caplog.at_level(logging.WARNING, logger="rewarm.checkpointing"):
+    with caplog.at_level(logging.WARNING, logger="rewarm.checkpoints.store"):
         _checkpointer(ckpts).set_aside(4)  # resumed from step 4 (e.g. 6 was skipped as invalid, or a rewind)
     assert sorted(p.name for p in ckpts.iterdir()) == ["abandoned", "step00000002", "step00000004"]
     assert [p.name for p in (ckpts / "abandoned").iterdir()] == ["step00000006"]
@@ -172,7 +172,7 @@ def test_checkpoint_due_by_steps_and_minutes(tmp_path):
 
 
 def test_metrics_csv_continues_after_a_row_cut_by_a_kill(tmp_path):
-    from rewarm.metrics import CsvRunLogger, read_metrics
+    from rewarm.training.metrics import CsvRunLogger, read_metrics
 
     path = tmp_path / "metrics.csv"
     log = CsvRunLogger(path, ["train/loss"])

@@ -1,4 +1,4 @@
-"""The config check of a resume (rewarm.resume): meaning vs harmless keys, the fingerprint, refusal and override;
+"""The config check of a resume (rewarm.checkpoints.resume): meaning vs harmless keys, the fingerprint, refusal and override;
 the ``resume=`` shorthand."""
 
 from __future__ import annotations
@@ -8,9 +8,9 @@ from pathlib import Path
 
 import pytest
 
+from rewarm.checkpoints.resume import ResumePoint, check_config_change, config_fingerprint, diff_configs, is_harmless
 from rewarm.config import load, to_dict
 from rewarm.errors import ResumeError
-from rewarm.resume import ResumePoint, check_config_change, config_fingerprint, diff_configs, is_harmless
 from tests.conftest import tiny_overrides
 
 
@@ -58,7 +58,7 @@ def test_meaning_changes_are_refused_with_the_keys_listed(world, tmp_path, key, 
 def test_allow_config_change_continues_and_logs_the_keys(world, tmp_path, caplog):
     base = _config(world, tmp_path)
     now = _config(world, tmp_path, schedule__max_lr=3e-4, data__seq_len=8)
-    with caplog.at_level(logging.WARNING, logger="rewarm.resume"):
+    with caplog.at_level(logging.WARNING, logger="rewarm.checkpoints.resume"):
         check_config_change(base, now, allow=True, source="ckpt")
     assert "allow_config_change" in caplog.text
     assert "schedule.max_lr: 0.001 -> 0.0003" in caplog.text and "data.seq_len: 16 -> 8" in caplog.text
@@ -74,7 +74,7 @@ def test_a_source_added_or_removed_is_a_change(world, tmp_path):
 
 
 def test_checkpoint_without_config_is_not_checked(world, tmp_path, caplog):
-    with caplog.at_level(logging.WARNING, logger="rewarm.resume"):
+    with caplog.at_level(logging.WARNING, logger="rewarm.checkpoints.resume"):
         check_config_change(None, _config(world, tmp_path), allow=False, source="old-ckpt")
     assert "old-ckpt stores no config" in caplog.text
 

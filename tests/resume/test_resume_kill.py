@@ -32,7 +32,7 @@ from resume_helpers import (
     write_config,
 )
 
-from rewarm.checkpointing import PREEMPTED_EXIT_CODE
+from rewarm.checkpoints.store import PREEMPTED_EXIT_CODE
 
 SEED = int(os.environ.get("REWARM_KILL_SEED", random.SystemRandom().randrange(10**6)))
 MAX_STEPS = 20

@@ -17,7 +17,7 @@ from typing import Any
 import lightning as L
 import torch
 
-import rewarm.train as train
+import rewarm.training.run as train
 
 PROBE_SHAPE = (2, 16)
 

@@ -9,11 +9,11 @@ from pathlib import Path
 import pytest
 import torch
 
+from rewarm.checkpoints.export import checkpoint_kind, export_checkpoint
 from rewarm.config import load
 from rewarm.data import build_train_loader
-from rewarm.export import checkpoint_kind, export_checkpoint
-from rewarm.metrics import read_metrics
-from rewarm.model import load_tokenizer
+from rewarm.model.load import load_tokenizer
+from rewarm.training.metrics import read_metrics
 from tests.scale.helpers import hf_logits, load_probes, scale_overrides, tail, torchrun
 from tests.scale.probe_train import probe_ids
 

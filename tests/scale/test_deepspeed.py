@@ -10,9 +10,9 @@ from pathlib import Path
 import pytest
 import torch
 
+from rewarm.checkpoints.export import checkpoint_kind
 from rewarm.cli import main as cli
-from rewarm.export import checkpoint_kind
-from rewarm.metrics import read_metrics
+from rewarm.training.metrics import read_metrics
 from tests.scale.helpers import hf_logits, load_probes, scale_overrides, tail, torchrun
 from tests.scale.probe_train import probe_ids
 

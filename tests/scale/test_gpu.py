@@ -10,7 +10,7 @@ import pytest
 import torch
 
 from rewarm.cli import main as cli
-from rewarm.metrics import read_metrics
+from rewarm.training.metrics import read_metrics
 from tests.conftest import tiny_overrides
 from tests.scale.helpers import hf_logits
 from tests.scale.probe_train import probe_ids

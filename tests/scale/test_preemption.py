@@ -12,8 +12,8 @@ import sys
 import time
 from pathlib import Path
 
-from rewarm.checkpointing import PREEMPTED_EXIT_CODE, find_latest_valid
-from rewarm.metrics import read_metrics
+from rewarm.checkpoints.store import PREEMPTED_EXIT_CODE, find_latest_valid
+from rewarm.training.metrics import read_metrics
 from tests.conftest import tiny_overrides
 from tests.scale.helpers import REPO, subprocess_env
 

@@ -21,7 +21,7 @@ from pathlib import Path
 
 import pytest
 
-from rewarm.checkpointing import PREEMPTED_EXIT_CODE, list_checkpoints, read_valid_manifest
+from rewarm.checkpoints.store import PREEMPTED_EXIT_CODE, list_checkpoints, read_valid_manifest
 from tests.conftest import tiny_overrides
 from tests.resume.resume_helpers import comparable_rows, last_row_step, tail
 from tests.scale.helpers import REPO, subprocess_env

@@ -12,7 +12,8 @@ from pathlib import Path
 import pytest
 
 from rewarm.config import load
-from rewarm.slurm import TEMPLATE_DIR, SlurmOptions, directives, main, render, sweep_lines
+from rewarm.launch.cli import main
+from rewarm.launch.slurm import TEMPLATE_DIR, SlurmOptions, directives, render, sweep_lines
 from tests.conftest import tiny_overrides
 
 

@@ -12,7 +12,7 @@ from lightning.pytorch.strategies import DDPStrategy, DeepSpeedStrategy
 
 from rewarm.config import batch_plan, load
 from rewarm.errors import ConfigError
-from rewarm.strategies import (
+from rewarm.training.strategies import (
     CPUDeepSpeedStrategy,
     FSDP2Strategy,
     build_strategy,

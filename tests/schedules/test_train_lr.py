@@ -8,7 +8,7 @@ import io
 from pathlib import Path
 
 from rewarm.cli import main
-from rewarm.metrics import read_metrics
+from rewarm.training.metrics import read_metrics
 from tests.conftest import tiny_overrides
 
 SCHEDULE = {

@@ -11,8 +11,8 @@ from pathlib import Path
 
 import pytest
 
-from rewarm.checkpointing import find_latest_valid
-from rewarm.metrics import read_metrics
+from rewarm.checkpoints.store import find_latest_valid
+from rewarm.training.metrics import read_metrics
 from tests.resume.resume_helpers import comparable_rows
 from tests.slurm.helpers import (
     cancel_all,

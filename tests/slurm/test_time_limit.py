@@ -13,7 +13,7 @@ from pathlib import Path
 
 import pytest
 
-from rewarm.metrics import read_metrics
+from rewarm.training.metrics import read_metrics
 from tests.slurm.helpers import cancel_all, job, rewarm, run_overrides, submit, tail, wait_done, wait_for_rows
 
 pytestmark = pytest.mark.slurm

@@ -10,7 +10,7 @@ from pathlib import Path
 
 import pytest
 
-from rewarm.metrics import read_metrics
+from rewarm.training.metrics import read_metrics
 from tests.scale.helpers import scale_overrides, tail, torchrun
 from tests.tasks.conftest import GROUP, MC, PPL, task_overrides
 from tests.tasks.test_eval_cli import simple_evaluate

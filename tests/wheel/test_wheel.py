@@ -105,8 +105,8 @@ def _env() -> dict[str, str]:
 
 
 def test_the_installed_package_is_the_wheel_not_the_checkout(venv: Path, tmp_path: Path) -> None:
-    code = ("import sys, rewarm, rewarm.demo.cli, rewarm.slurm; from rewarm.resources import resource; "
-            "print(rewarm.__file__); print(rewarm.demo.cli.DEFAULT_CONFIG); print(rewarm.slurm.TEMPLATE_DIR); "
+    code = ("import sys, rewarm, rewarm.demo.cli, rewarm.launch.slurm; from rewarm.resources import resource; "
+            "print(rewarm.__file__); print(rewarm.demo.cli.DEFAULT_CONFIG); print(rewarm.launch.slurm.TEMPLATE_DIR); "
             "print(resource('configs/deepspeed/zero2_comm.json')); "
             "print(any(m.startswith('__editable__') for m in sys.modules)); print('\\n'.join(sys.path))")
     lines = _run([str(venv / "bin" / "python"), "-c", code], cwd=tmp_path, env=_env()).stdout.splitlines()

@@ -21,7 +21,7 @@ def run_tokenize(cfg: Any, name: str, out: str, workers: int = 2, progress: bool
     from rewarm.data.megatron.format import token_dtype
     from rewarm.data.megatron.tokenize import find_source, tokenize_files, write_sidecar
     from rewarm.data.sources import expand_paths
-    from rewarm.model import load_tokenizer
+    from rewarm.model.load import load_tokenizer
 
     if workers < 1:
         raise ConfigError("--workers", f"must be >= 1, got {workers}")
@@ -37,3 +37,23 @@ def run_tokenize(cfg: Any, name: str, out: str, workers: int = 2, progress: bool
                   eos_of(tokenizer))
     return (f"wrote {out}.bin / .idx / .json: {result.documents:,} documents, {result.tokens:,} tokens ({dtype}), "
             f"{result.skipped} bad records skipped, {result.tokens_per_second:,.0f} tok/s")
+
+
+def tokenize_main(argv: list[str]) -> int:
+    """``rewarm tokenize CONFIG --source NAME --out PREFIX``."""
+    from rewarm.config import config_parser, load_or_report
+    from rewarm.errors import EXIT_CONFIG, DataError, report
+
+    p = config_parser("tokenize", "Tokenize a configured text source once into GPT-NeoX / Megatron .bin + .idx.")
+    p.add_argument("--source", required=True, help="name of a data.train or data.val text source")
+    p.add_argument("--out", required=True, help="output path prefix: writes PREFIX.bin, PREFIX.idx, PREFIX.json")
+    p.add_argument("--workers", type=int, default=2, help="batches of documents encoded at once (default 2)")
+    args = p.parse_args(argv)
+    cfg = load_or_report(args.config, args.overrides)
+    if cfg is None:
+        return EXIT_CONFIG
+    try:
+        print(run_tokenize(cfg, args.source, args.out, args.workers))
+    except (ConfigError, DataError) as e:
+        return report(e)
+    return 0

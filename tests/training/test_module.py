@@ -7,10 +7,10 @@ import math
 import pytest
 import torch
 
-from rewarm.evaluate import role_metrics, token_nll
-from rewarm.model import load_model
-from rewarm.module import param_groups
-from rewarm.perf import flops_per_token, peak_flops
+from rewarm.evaluation.perplexity import role_metrics, token_nll
+from rewarm.model.load import load_model
+from rewarm.training.module import param_groups
+from rewarm.training.perf import flops_per_token, peak_flops
 
 
 def test_loss_equals_hugging_face_loss(tiny_world) -> None:
@@ -72,7 +72,7 @@ def test_forgetting_and_adaptation_signs() -> None:
 
 
 def test_weighted_subset_loss() -> None:
-    from rewarm.evaluate import SetResult, weighted_loss
+    from rewarm.evaluation.perplexity import SetResult, weighted_loss
 
     subsets = {"a": (4.0, 2), "b": (9.0, 3), "c": (0.0, 0)}  # losses 2.0 and 3.0; c absent
     assert weighted_loss(subsets, {"a": 1.0, "b": 3.0, "c": 5.0}) == pytest.approx((1 * 2.0 + 3 * 3.0) / 4)

@@ -39,7 +39,7 @@ def setup_logging(level: str = "INFO") -> None:
 
 def build_val_sets(cfg: RunConfig, tokenizer: Any) -> list[Any]:
     from rewarm.data import build_val_rows
-    from rewarm.module import ValSet
+    from rewarm.training.module import ValSet
 
     cache = Path(cfg.data.cache_dir) if cfg.data.cache_dir else Path(cfg.run.out_dir) / ".cache"
     return [
@@ -52,9 +52,9 @@ def build_val_sets(cfg: RunConfig, tokenizer: Any) -> list[Any]:
 
 def build_module(cfg: RunConfig, plan: BatchPlan, model: Any, tokenizer: Any, val_sets: list[Any]) -> Any:
     from rewarm.data import build_train_loader, state_metrics
-    from rewarm.module import OptimSettings, RewarmModule, StepSettings
-    from rewarm.perf import flops_per_token
     from rewarm.schedules import build_scheduler
+    from rewarm.training.module import OptimSettings, RewarmModule, StepSettings
+    from rewarm.training.perf import flops_per_token
 
     c = model.config
     fpt = flops_per_token(c.num_hidden_layers, c.hidden_size, c.vocab_size, plan.seq_len,
@@ -87,7 +87,7 @@ def build_module(cfg: RunConfig, plan: BatchPlan, model: Any, tokenizer: Any, va
 def _job_peak_flops(plan: BatchPlan) -> float | None:
     import torch
 
-    from rewarm.perf import peak_flops
+    from rewarm.training.perf import peak_flops
 
     if not torch.cuda.is_available():
         return None
@@ -110,7 +110,7 @@ def metric_columns(cfg: RunConfig, val_sets: list[Any]) -> list[str]:
 
 
 def build_loggers(cfg: RunConfig, run_dir: Path, columns: list[str]) -> list[Any]:
-    from rewarm.metrics import CsvRunLogger
+    from rewarm.training.metrics import CsvRunLogger
 
     loggers: list[Any] = [CsvRunLogger(run_dir / "metrics.csv", columns)]
     w = cfg.logging.wandb
@@ -138,7 +138,7 @@ def wandb_run_id(run_dir: Path) -> str:
 
 def build_callbacks(progress: str) -> list[Any]:
     """A TQDM bar with tokens/s and ETA in a terminal, plain periodic lines elsewhere (SLURM logs)."""
-    from rewarm.callbacks import ProgressLines, progress_bar
+    from rewarm.training.callbacks import ProgressLines, progress_bar
 
     if progress == "auto":
         progress = "bar" if sys.stderr.isatty() else "lines"
@@ -148,7 +148,7 @@ def build_callbacks(progress: str) -> list[Any]:
 def build_trainer(cfg: RunConfig, plan: BatchPlan, loggers: list[Any], callbacks: list[Any]) -> Any:
     import lightning as L
 
-    from rewarm.strategies import build_strategy, resolve_accelerator
+    from rewarm.training.strategies import build_strategy, resolve_accelerator
 
     t = cfg.trainer
     progress_bar = any(type(c).__name__ == "StepBar" for c in callbacks)
@@ -176,11 +176,11 @@ def run(cfg: RunConfig, signals: Any = None) -> Path:
     already installed by the caller (`rewarm train` installs one first thing, so a signal during start-up counts)."""
     import lightning as L
 
-    from rewarm.checkpointing import Checkpointer, SignalWatcher, resolve_resume
+    from rewarm.checkpoints.store import Checkpointer, SignalWatcher, resolve_resume
     from rewarm.data import check_paths
     from rewarm.data.sources import reset_warnings
     from rewarm.faults.wandb_guard import GuardedWandbLogger, finish_wandb
-    from rewarm.model import check_vocab, choose_attn_implementation, load_model, load_tokenizer
+    from rewarm.model.load import check_vocab, choose_attn_implementation, load_model, load_tokenizer
 
     setup_logging(cfg.logging.level)
     reset_warnings()  # bad records: one warning per file per run, also when several runs share a process
@@ -188,7 +188,7 @@ def run(cfg: RunConfig, signals: Any = None) -> Path:
     with key_prefix("data"):
         check_paths(cfg.data)
     if cfg.trainer.strategy == "deepspeed":  # refuse a contradicting merge file before loading anything
-        from rewarm.strategies import full_deepspeed_config
+        from rewarm.training.strategies import full_deepspeed_config
 
         with key_prefix("trainer"):
             full_deepspeed_config(cfg.trainer, plan)
@@ -225,12 +225,12 @@ def run(cfg: RunConfig, signals: Any = None) -> Path:
     )
     module.after_step = partial(_after_step, module=module, checkpointer=checkpointer, signals=signals,
                                 hf_every=cfg.checkpoint.hf_every_steps, tokenizer=tokenizer, run_dir=run_dir)
-    from rewarm.callbacks import ReinstallSignals
+    from rewarm.training.callbacks import ReinstallSignals
 
     callbacks = [*build_callbacks(cfg.logging.progress), ReinstallSignals(signals), *([tasks] if tasks else [])]
     trainer = build_trainer(cfg, plan, loggers, callbacks)
     ckpt = resolve_resume(cfg.resume.mode, run_dir)
-    from rewarm.resume import prepare_resume
+    from rewarm.checkpoints.resume import prepare_resume
 
     point = prepare_resume(ckpt, to_dict(cfg), checkpointer, max_steps=plan.max_steps,
                            allow_config_change=cfg.resume.allow_config_change)
@@ -258,7 +258,7 @@ def run(cfg: RunConfig, signals: Any = None) -> Path:
 
         _exit_preempted(run_dir, requeue=signals.received == signal.SIGUSR1)
     checkpointer.save(trainer, reason="end")
-    from rewarm.export import export_trained  # collective: gathers ZeRO-3 / FSDP2 shards, rank 0 writes
+    from rewarm.checkpoints.export import export_trained  # collective: gathers ZeRO-3 / FSDP2 shards, rank 0 writes
 
     export_trained(trainer, module.model, tokenizer, run_dir / "hf")
     if trainer.is_global_zero:
@@ -294,7 +294,7 @@ def _after_step(trainer: Any, steps_done: int, *, module: Any, checkpointer: Any
     if due:
         checkpointer.save(trainer, reason="periodic")
     if hf_every and steps_done % hf_every == 0:  # collective: sharded weights are gathered, rank 0 writes
-        from rewarm.export import export_trained
+        from rewarm.checkpoints.export import export_trained
 
         export_trained(trainer, module.model, tokenizer, run_dir / "hf" / f"step{steps_done}")
     if trainer.world_size == 1:  # a signal that arrived during the save above is seen now (ranks: next step)
@@ -313,7 +313,7 @@ def _exit_preempted(run_dir: Path, *, requeue: bool) -> None:
     import signal
     import subprocess
 
-    from rewarm.checkpointing import PREEMPTED_EXIT_CODE, SignalWatcher
+    from rewarm.checkpoints.store import PREEMPTED_EXIT_CODE, SignalWatcher
 
     # The checkpoint is saved. SLURM signals every task and a rank may have stopped because another got it first:
     # its own SIGTERM, arriving late (even during interpreter shutdown), must not kill it (exit -15, no requeue).

@@ -14,7 +14,7 @@ from typing import Any
 import lightning as L
 import torch
 
-from rewarm.evaluate import SetResult, evaluate_rows, role_metrics, token_nll
+from rewarm.evaluation.perplexity import SetResult, evaluate_rows, role_metrics, token_nll
 from rewarm.faults.nonfinite import NonfiniteGuard, is_finite, poison_nonfinite
 
 log = logging.getLogger(__name__)
@@ -177,7 +177,9 @@ class RewarmModule(L.LightningModule):
 
     def configure_gradient_clipping(self, optimizer: Any, gradient_clip_val: Any = None,
                                     gradient_clip_algorithm: Any = None) -> None:
-        from rewarm.strategies import clip_gradients  # DeepSpeed clips in engine.step(); FSDP2 needs DTensor norms
+        from rewarm.training.strategies import (
+            clip_gradients,  # DeepSpeed clips in engine.step(); FSDP2 needs DTensor norms
+        )
 
         self._grad_norm = clip_gradients(self.trainer.strategy, self.parameters(), self.optim.grad_clip)
         if isinstance(self._grad_norm, torch.Tensor) and not self._check_finite(self._grad_norm, self.global_step):
@@ -354,8 +356,8 @@ class RewarmModule(L.LightningModule):
         """Called on every rank (collectives are safe here). The data state is the one of the last batch
         *trained on*, gathered over ranks; Lightning's own copy of the loader state is replaced by it,
         because Lightning reads the loader after its prefetch (one batch ahead: a resume would skip it)."""
+        from rewarm.checkpoints.resume import gather_objects
         from rewarm.data import gather_state
-        from rewarm.resume import gather_objects
 
         self.flush_metrics()  # metrics.csv holds every step the checkpoint holds
 

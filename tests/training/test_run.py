@@ -11,7 +11,7 @@ import pytest
 import zstandard
 
 from rewarm.cli import main
-from rewarm.metrics import read_metrics
+from rewarm.training.metrics import read_metrics
 from tests.conftest import tiny_overrides
 
 SECRET = "planted-secret-4f1d2c9e8b7a"

@@ -6,7 +6,7 @@ import logging
 from pathlib import Path
 from typing import Any
 
-from rewarm.checkpointing import STATE, find_latest_valid, invalid_reason
+from rewarm.checkpoints.store import STATE, find_latest_valid, invalid_reason
 from rewarm.errors import ResumeError
 
 log = logging.getLogger(__name__)
@@ -123,7 +123,7 @@ def export_trained(trainer: Any, model: Any, tokenizer: Any, out: Path) -> None:
 def load_checkpoint_model(source: Path) -> tuple[Any, Any, Any]:
     """(model with the checkpoint's weights, tokenizer, the run's config) from a run or checkpoint directory."""
     from rewarm.config import load
-    from rewarm.model import load_model, load_tokenizer
+    from rewarm.model.load import load_model, load_tokenizer
 
     ckpt, run_dir = resolve_checkpoint(source)
     cfg = load(run_dir / "config.yaml", ["resume=never"])

@@ -10,7 +10,7 @@ import pytest
 import torch
 
 from rewarm.errors import ConfigError
-from rewarm.model import (
+from rewarm.model.load import (
     check_vocab,
     choose_attn_implementation,
     count_parameters,

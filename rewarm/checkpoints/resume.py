@@ -144,7 +144,7 @@ def prepare_resume(ckpt: Path | None, config: dict[str, Any], checkpointer: Any,
                    allow_config_change: bool) -> ResumePoint:
     """Check the config against checkpoint ``ckpt`` (ResumeError on a change of meaning), make every new
     checkpoint's manifest store the config and its fingerprint, and say where the run begins."""
-    from rewarm.checkpointing import read_valid_manifest
+    from rewarm.checkpoints.store import read_valid_manifest
 
     base_info = checkpointer.info
     checkpointer.info = lambda: {**base_info(), **manifest_info(config)}

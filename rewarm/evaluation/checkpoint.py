@@ -12,8 +12,8 @@ from rewarm.config import RunConfig
 def load_for_eval(cfg: RunConfig, path: Path, revision: str | None = None) -> Any:
     """An HF directory (config.json; with ``revision``: its subdirectory) or a hub id (no such local path) loads as
     pretrained; anything else as a rewarm run / checkpoint."""
-    from rewarm.export import load_checkpoint_model
-    from rewarm.model import load_model
+    from rewarm.checkpoints.export import load_checkpoint_model
+    from rewarm.model.load import load_model
 
     if revision is not None or (path / "config.json").is_file() or not path.exists():
         return load_model(str(path), revision, dtype="float32", attn_implementation="sdpa")
@@ -27,10 +27,10 @@ def evaluate_checkpoint(cfg: RunConfig, path: Path, *, tasks: list[str] | None =
     named (``tasks``, else ``cfg.tasks.names``; ``limit`` overrides ``tasks.limit``)."""
     import torch
 
-    from rewarm.evaluate import evaluate_rows, perplexity
-    from rewarm.model import load_tokenizer
+    from rewarm.evaluation.perplexity import evaluate_rows, perplexity
+    from rewarm.model.load import load_tokenizer
     from rewarm.tasks.build import build_task_evaluator
-    from rewarm.train import build_val_sets, setup_logging
+    from rewarm.training.run import build_val_sets, setup_logging
 
     setup_logging(cfg.logging.level)
     m = cfg.model

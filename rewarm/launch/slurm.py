@@ -1,5 +1,4 @@
-"""`rewarm slurm CONFIG [key=value ...] [--sweep FILE] [--dry-run | --submit]`: render a SLURM batch script
-with resources taken from the config, and submit it with ``sbatch``.
+"""SLURM batch scripts for a config: rendered from the shipped templates, with resources taken from the config, and submit it with ``sbatch``.
 
 The templates are ``slurm/train.sbatch`` and ``slurm/sweep.sbatch``, shipped with the package. Rendering rewrites
 their ``#SBATCH`` directives: nodes = ``trainer.num_nodes``, tasks and GPUs per node = ``trainer.devices``
@@ -13,13 +12,9 @@ from __future__ import annotations
 
 import argparse
 import re
-import shlex
-import subprocess
-import sys
 from dataclasses import dataclass
 from pathlib import Path
 
-from rewarm.commands import EXIT_CONFIG
 from rewarm.config import RunConfig, load
 from rewarm.errors import ConfigError
 from rewarm.resources import resource
@@ -108,50 +103,7 @@ def _run_names(runs: list[list[str]], stem: str) -> list[list[str]]:
             for i, line in enumerate(runs)]
 
 
-def _parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(prog="rewarm slurm", description="Render (and submit) a SLURM batch script for a "
-                                "config: nodes = trainer.num_nodes, GPUs and tasks per node = trainer.devices.")
-    p.add_argument("config", help="YAML run config")
-    p.add_argument("overrides", nargs="*", help="dotted key=value overrides, passed on to `rewarm train`")
-    p.add_argument("--sweep", metavar="FILE", help="one run per line of key=value overrides: a job array")
-    mode = p.add_mutually_exclusive_group()
-    mode.add_argument("--dry-run", action="store_true", help="print the script and the sbatch command (default)")
-    mode.add_argument("--submit", action="store_true", help="write the script and submit it with sbatch")
-    d = SlurmOptions()
-    p.add_argument("--time", default=d.time, help=f"time limit (default {d.time})")
-    p.add_argument("--partition", help="SLURM partition")
-    p.add_argument("--account", help="SLURM account")
-    p.add_argument("--cpus-per-task", type=int, default=d.cpus_per_task,
-                   help=f"CPU cores per GPU task (default {d.cpus_per_task})")
-    p.add_argument("--signal-seconds", type=int, default=d.signal_seconds,
-                   help=f"SIGUSR1 this many seconds before the limit (default {d.signal_seconds})")
-    p.add_argument("--template-dir", type=Path, default=TEMPLATE_DIR, help="where train.sbatch / sweep.sbatch are")
-    p.add_argument("--out", type=Path, help="where to write the script (default: under the run directory)")
-    return p
-
-
-def main(argv: list[str]) -> int:
-    args = _parser().parse_args(argv)
-    opts = SlurmOptions(args.time, args.partition, args.account, args.cpus_per_task, args.signal_seconds)
-    config = str(Path(args.config).resolve())
-    try:
-        cfg = load(config, args.overrides)
-        script, path, cmd = _prepare(cfg, config, args, opts)
-    except (ConfigError, OSError, ValueError) as e:
-        print(f"error: {e}", file=sys.stderr)
-        return EXIT_CONFIG
-    if not args.submit:
-        print(script, end="")
-        print(f"# would write {path} and run:\n# {shlex.join(cmd)}")
-        return 0
-    path.parent.mkdir(parents=True, exist_ok=True)
-    path.write_text(script)
-    path.chmod(0o755)
-    print(f"wrote {path}\n{shlex.join(cmd)}", flush=True)
-    return subprocess.run(cmd, check=False).returncode
-
-
-def _prepare(cfg: RunConfig, config: str, args: argparse.Namespace, opts: SlurmOptions,
+def prepare(cfg: RunConfig, config: str, args: argparse.Namespace, opts: SlurmOptions,
              ) -> tuple[str, Path, list[str]]:
     """(rendered script, where it goes, the sbatch command)."""
     out_dir = Path(cfg.run.out_dir).resolve()
