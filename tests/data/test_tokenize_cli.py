@@ -29,9 +29,6 @@ def test_tokenize_writes_the_pair_and_sidecar(tiny_world, tmp_path, config, caps
     from transformers import AutoTokenizer
 
     over = tiny_overrides(tiny_world, tmp_path)
-    assert tokenize(config, over, "slimpajama", tmp_path / "x") == 2  # in train and val: must be qualified
-    assert "train.slimpajama or val.slimpajama" in capsys.readouterr().err
-    assert tokenize(config, over, "nope", tmp_path / "x") == 2
     assert tokenize(config, over, "val.pile", tmp_path / "tok" / "pile", "--workers", "2") == 0
     assert "wrote" in capsys.readouterr().out
     meta = json.loads((tmp_path / "tok" / "pile.json").read_text())
@@ -43,6 +40,24 @@ def test_tokenize_writes_the_pair_and_sidecar(tiny_world, tmp_path, config, caps
     assert meta["tokenizer"]["name"] == str(tiny_world["model"]) and len(meta["tokenizer"]["hash"]) == 16
     assert meta["source_files"][0]["bytes"] == (tiny_world["root"] / "pile/val.jsonl.zst").stat().st_size
     assert sorted(p.name for p in (tmp_path / "tok").iterdir()) == ["pile.bin", "pile.idx", "pile.json"]  # no temp files
+
+
+def test_a_name_in_train_and_val_means_the_training_source(tiny_world, tmp_path, config, capsys):
+    over = tiny_overrides(tiny_world, tmp_path)  # slimpajama is a training source and a validation set
+    for name, split in [("slimpajama", "train"), ("train.slimpajama", "train"), ("val.slimpajama", "validation")]:
+        assert tokenize(config, over, name, tmp_path / name) == 0, capsys.readouterr().err
+        files = [Path(f["path"]) for f in json.loads((tmp_path / f"{name}.json").read_text())["source_files"]]
+        assert files and all(f.parent.parent.name == split for f in files), (name, files)
+
+
+def test_an_unknown_source_lists_the_names(tiny_world, tmp_path, config, capsys):
+    over = tiny_overrides(tiny_world, tmp_path)
+    for name in ("nope", "val.nope", "test.pile"):
+        assert tokenize(config, over, name, tmp_path / "x") == 2
+        err = capsys.readouterr().err
+        assert f"no data.train / data.val source named '{name}'" in err
+        assert "train.slimpajama, val.pile, val.slimpajama" in err
+    assert not list(tmp_path.glob("x.*"))
 
 
 def _lines(path: Path) -> list[bytes]:

@@ -45,7 +45,8 @@ def tokenize_main(argv: list[str]) -> int:
     from rewarm.errors import EXIT_CONFIG, DataError, report
 
     p = config_parser("tokenize", "Tokenize a configured text source once into GPT-NeoX / Megatron .bin + .idx.")
-    p.add_argument("--source", required=True, help="name of a data.train or data.val text source")
+    p.add_argument("--source", required=True, help="the text source to read: train.NAME, val.NAME, or NAME (the training source "
+                   "when data.train and data.val both have NAME)")
     p.add_argument("--out", required=True, help="output path prefix: writes PREFIX.bin, PREFIX.idx, PREFIX.json")
     p.add_argument("--workers", type=int, default=2, help="batches of documents encoded at once (default 2)")
     args = p.parse_args(argv)

@@ -37,16 +37,19 @@ class TokenizeResult:
 
 
 def find_source(data: Any, name: str) -> Any:
-    """The text source named ``name`` (a train source or validation set; ``train.NAME`` / ``val.NAME`` when
-    both have that name)."""
-    kind, _, short = name.rpartition(".")
+    """The text source ``name`` names: ``train.NAME`` a training source, ``val.NAME`` a validation set, and a bare
+    ``NAME`` the training source of that name, else the validation set (a name that is both means the training
+    source: the one a user tokenizes once to train on; ``val.NAME`` reaches the other)."""
+    kind, dot, short = name.partition(".")
+    if not dot or kind not in ("train", "val"):
+        kind, short = "", name
     sets = {"train": data.train, "val": data.val}
-    found = [(k, sets[k][short]) for k in (("train", "val") if not kind else (kind,)) if short in sets.get(k, {})]
+    found = [(k, sets[k][short]) for k in ((kind,) if kind else ("train", "val")) if short in sets[k]]
     if not found:
         known = ", ".join([*(f"train.{n}" for n in data.train), *(f"val.{n}" for n in data.val)]) or "none"
         raise ConfigError("--source", f"no data.train / data.val source named {name!r} (known: {known})")
     if len(found) > 1:
-        raise ConfigError("--source", f"both data.train and data.val have {name!r}: write train.{name} or val.{name}")
+        logger.info("--source %s: the training source data.train.%s (the validation set is val.%s)", name, name, name)
     src = found[0][1]
     if src.resolved_format() != "text":
         raise ConfigError("--source", f"{name!r} is already pre-tokenized (format megatron)")
