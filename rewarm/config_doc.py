@@ -1,6 +1,7 @@
-"""The README's configuration reference, generated from the config dataclasses and their field docstrings.
+"""The configuration reference, generated from the config dataclasses and their field docstrings.
 
-    python -m rewarm.config_doc   # the table of the README's "Configuration reference" (tests/test_docs.py checks it)
+The documentation site renders it at build time into docs/configuration.md (``docs/hooks.py``), so the page
+cannot drift from the code; ``python -m rewarm.config_doc`` prints the same table in a terminal.
 """
 
 from __future__ import annotations
@@ -56,6 +57,7 @@ def rows(cls: type = RunConfig, prefix: str = "") -> Iterator[tuple[str, str, st
 
 
 def markdown() -> str:
+    """The reference as a Markdown table: one row per key, with its default and its docstring."""
     lines = ["| key | default | meaning |", "|---|---|---|"]
     for key, default, doc in rows():
         lines.append(f"| `{key}` | `{default}` | {doc.replace('|', '/')} |")
