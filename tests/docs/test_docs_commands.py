@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import io
 import os
+import re
 import subprocess
 import sys
 from contextlib import redirect_stderr, redirect_stdout
@@ -89,6 +90,8 @@ def test_the_blocks_not_run_are_exactly_those_marked() -> None:
     unmarked = [(b.id, [why_not_runnable(c) for c in b.commands]) for b in RUN if not runnable(b)]
     assert not unmarked, f"neither runnable nor marked <!-- not-run: REASON -->: {unmarked}"
     assert len(RUN) >= 10 and len(marked) >= 10, (len(RUN), len(marked))
+    named = {f for reason in marked.values() for f in re.findall(r"tests/[\w/]+\.py", reason)}
+    assert named and all((REPO / f).is_file() for f in named), f"a reason names a test file that is not there: {named}"
 
 
 def test_every_marker_sits_right_before_a_block() -> None:
