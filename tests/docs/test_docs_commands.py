@@ -124,10 +124,12 @@ def test_the_tokenize_example_tokenizes_the_training_source() -> None:
     from rewarm.config import load
     from rewarm.data.megatron.tokenize import find_source
 
-    (block,) = [b for b in SHELL_BLOCKS if any(c.argv[:2] == ("rewarm", "tokenize") and "--source" in c.argv for c in b.commands)]
-    argv = block.commands[0].argv
-    config, source = argv[2], argv[argv.index("--source") + 1]
-    cfg = load(REPO / config)
-    assert source in cfg.data.train and source in cfg.data.val
-    assert find_source(cfg.data, source) is cfg.data.train[source]
-    assert find_source(cfg.data, f"val.{source}") is cfg.data.val[source]
+    (block,) = [b for b in SHELL_BLOCKS if any(c.argv[:2] == ("rewarm", "tokenize") and "--source" in c.argv
+                                               for c in b.commands)]
+    sources = [(c.argv[2], c.argv[c.argv.index("--source") + 1]) for c in block.commands]
+    assert [s for _, s in sources] == ["slimpajama", "val.slimpajama"]
+    for config, source in sources:
+        cfg = load(REPO / config)
+        assert "slimpajama" in cfg.data.train and "slimpajama" in cfg.data.val
+        split = "val" if source.startswith("val.") else "train"
+        assert find_source(cfg.data, source) is getattr(cfg.data, split)["slimpajama"], source
