@@ -13,6 +13,7 @@ from typing import Any
 
 from rewarm.config import BatchPlan, RunConfig, batch_plan, to_dict, to_yaml
 from rewarm.errors import key_prefix
+from rewarm.evaluation.valsets import build_val_sets
 
 log = logging.getLogger(__name__)
 
@@ -35,19 +36,6 @@ def setup_logging(level: str = "INFO") -> None:
         root.addHandler(handler)
     logging.getLogger("rewarm").setLevel(level)
     root.setLevel(logging.WARNING)
-
-
-def build_val_sets(cfg: RunConfig, tokenizer: Any) -> list[Any]:
-    from rewarm.data import build_val_rows
-    from rewarm.training.module import ValSet
-
-    cache = Path(cfg.data.cache_dir) if cfg.data.cache_dir else Path(cfg.run.out_dir) / ".cache"
-    return [
-        ValSet(name, vs.role, build_val_rows(vs, tokenizer, cfg.data.seq_len, cache / "val",
-                                             on_bad_record=cfg.data.on_bad_record, reader=cfg.data.reader),
-               dict(vs.subset_weights))
-        for name, vs in cfg.data.val.items()
-    ]
 
 
 def build_module(cfg: RunConfig, plan: BatchPlan, model: Any, tokenizer: Any, val_sets: list[Any]) -> Any:
