@@ -37,6 +37,7 @@ bench: setup
 
 lint: setup
 	$(PY) -m ruff check rewarm tests benchmarks
+	$(dir $(PY))lint-imports
 
 clean:
 	rm -rf .venv runs .cache *.egg-info

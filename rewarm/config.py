@@ -2,8 +2,9 @@
 
 ``load(path, overrides)`` merges a YAML file onto the schema, then dotted ``key=value`` overrides,
 converts to the dataclasses and validates. Every refusal is a ``ConfigError`` naming the dotted key.
-Only the standard library, OmegaConf and the section modules are imported here (``rewarm check``
-must stay fast).
+The tree is assembled from each capability's own config module (``rewarm.<capability>.config``: the component-config
+pattern); this module imports nothing else of theirs, only ``rewarm.errors``, the standard library and OmegaConf
+(``rewarm check`` must stay fast). The contracts in ``pyproject.toml`` ([tool.importlinter]) hold it to that.
 """
 
 from __future__ import annotations
@@ -16,15 +17,19 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from rewarm.checkpoints.config import CheckpointConfig, ResumeConfig
 from rewarm.data.config import DataConfig
 from rewarm.errors import ConfigError, key_prefix
-from rewarm.schedules.config import ScheduleConfig
+from rewarm.model.config import ModelConfig
+from rewarm.schedules.config import ScheduleConfig, validate_schedule
 from rewarm.tasks.config import TasksConfig
+from rewarm.training.config import DeepSpeedConfig, LoggingConfig, OptimizerConfig, TrainerConfig, WandbConfig
 
-PRECISIONS = ("32-true", "bf16-mixed", "bf16-true", "16-mixed")
-STRATEGIES = ("auto", "ddp", "deepspeed", "fsdp")
-ATTN = ("auto", "flash_attention_2", "sdpa", "eager")
-WANDB_MODES = ("offline", "online", "disabled")
+__all__ = [
+    "BatchPlan", "CheckpointConfig", "DataConfig", "DeepSpeedConfig", "LoggingConfig", "ModelConfig", "OptimizerConfig",
+    "ResumeConfig", "RunConfig", "RunSection", "ScheduleConfig", "TasksConfig", "TrainerConfig", "WandbConfig",
+    "batch_plan", "config_parser", "flatten", "load", "load_or_report", "to_dict", "to_yaml",
+]
 
 
 @dataclass
@@ -41,210 +46,6 @@ class RunSection:
     def validate(self) -> None:
         if not self.name or "/" in self.name:
             raise ConfigError("name", f"must be a non-empty name without '/', got {self.name!r}")
-
-
-@dataclass
-class ModelConfig:
-    name_or_path: str = "EleutherAI/pythia-410m"
-    """Hugging Face hub id or local directory of a causal LM (GPT-NeoX for Pythia)."""
-    revision: str | None = None
-    """Hub revision (e.g. step143000); for a local directory, the subdirectory <name_or_path>/<revision>."""
-    init: str = "pretrained"
-    """pretrained: load the weights; scratch: same architecture, fresh weights (seeded by run.seed)."""
-    tokenizer: str | None = None
-    """Tokenizer hub id or directory; default: the model's."""
-    dtype: str = "float32"
-    """Dtype of the weights as loaded: float32 | bfloat16 | float16."""
-    attn_implementation: str = "auto"
-    """auto (flash-attn on CUDA when installed, else sdpa) | flash_attention_2 | sdpa | eager."""
-    activation_checkpointing: bool = False
-    """Recompute activations in backward (gradient checkpointing) to save memory."""
-    compile: bool = False
-    """torch.compile the model."""
-    trust_remote_code: bool = False
-    """Allow model code from the hub repository (off unless set)."""
-
-    def validate(self) -> None:
-        if not self.name_or_path:
-            raise ConfigError("name_or_path", "must name a hub id or a local directory")
-        _choice("init", self.init, ("pretrained", "scratch"))
-        _choice("dtype", self.dtype, ("float32", "bfloat16", "float16"))
-        _choice("attn_implementation", self.attn_implementation, ATTN)
-
-
-@dataclass
-class DeepSpeedConfig:
-    stage: int = 2
-    """ZeRO stage: 1 | 2 | 3."""
-    offload_optimizer: bool = False
-    """Keep optimizer state in CPU memory."""
-    offload_params: bool = False
-    """Keep parameters in CPU memory (stage 3 only)."""
-    allgather_bucket_size: int = 200_000_000
-    """Elements all-gathered at once (ZeRO-2/3 parameter gathering); larger = fewer, bigger messages."""
-    reduce_bucket_size: int = 200_000_000
-    """Elements reduced at once (gradient reduce-scatter); larger = fewer, bigger messages."""
-    config_file: str | None = None
-    """A DeepSpeed JSON merged on top of the generated config."""
-
-    def validate(self) -> None:
-        _choice("stage", self.stage, (1, 2, 3))
-        if self.offload_params and self.stage != 3:
-            raise ConfigError("offload_params", "needs trainer.deepspeed.stage=3")
-
-
-@dataclass
-class TrainerConfig:
-    max_steps: int | None = None
-    """Optimizer steps of the run (or give max_tokens)."""
-    max_tokens: int | None = None
-    """Training tokens of the run; steps = max_tokens / tokens per step (must divide)."""
-    micro_batch_size: int = 1
-    """Rows per device per forward pass."""
-    global_batch_size: int | None = None
-    """Rows per optimizer step over all devices (default: micro_batch_size x world size)."""
-    global_batch_tokens: int | None = None
-    """Tokens per optimizer step (rows x seq_len); exclusive with global_batch_size."""
-    val_every_steps: int = 1000
-    """Evaluate every N optimizer steps (also at step 0 and at the end); 0 = only at start and end."""
-    log_every_steps: int = 1
-    """Write a metrics row every N optimizer steps."""
-    precision: str = "32-true"
-    """32-true | bf16-mixed | bf16-true | 16-mixed."""
-    accelerator: str = "auto"
-    """auto | cpu | gpu."""
-    devices: int = 1
-    """Processes (GPUs) per node."""
-    num_nodes: int = 1
-    """Nodes (SLURM: --nodes); world size = devices x num_nodes."""
-    strategy: str = "auto"
-    """auto | ddp | deepspeed | fsdp."""
-    grad_clip: float = 1.0
-    """Clip the global gradient norm to this value (0 = off)."""
-    on_nonfinite: str = "stop"
-    """A step whose loss or global gradient norm is NaN / inf: stop = end the run at that step with an error
-    naming the step, the LR and the batch's sources (no checkpoint of the broken state; continue from the last
-    good one with resume=auto, e.g. with a lower LR and resume.allow_config_change=true) | skip = drop that
-    optimizer update (weights and AdamW moments untouched), count it in train/skipped_steps (not with
-    strategy=deepspeed, whose engine takes the step before the norm is known). Every rank decides alike."""
-    max_skipped_steps: int = 10
-    """With on_nonfinite=skip: stop with an error after this many consecutive skipped steps."""
-    deepspeed: DeepSpeedConfig = field(default_factory=DeepSpeedConfig)
-
-    def validate(self) -> None:
-        if (self.max_steps is None) == (self.max_tokens is None):
-            raise ConfigError("max_steps", "give exactly one of trainer.max_steps and trainer.max_tokens")
-        for key in ("max_steps", "max_tokens", "global_batch_size", "global_batch_tokens"):
-            value = getattr(self, key)
-            if value is not None and value <= 0:
-                raise ConfigError(key, f"must be > 0, got {value}")
-        if self.global_batch_size is not None and self.global_batch_tokens is not None:
-            raise ConfigError("global_batch_tokens", "give global_batch_size or global_batch_tokens, not both")
-        for key in ("micro_batch_size", "devices", "num_nodes", "log_every_steps"):
-            if getattr(self, key) < 1:
-                raise ConfigError(key, f"must be >= 1, got {getattr(self, key)}")
-        if self.val_every_steps < 0:
-            raise ConfigError("val_every_steps", f"must be >= 0, got {self.val_every_steps}")
-        if self.grad_clip < 0:
-            raise ConfigError("grad_clip", f"must be >= 0, got {self.grad_clip}")
-        _choice("precision", self.precision, PRECISIONS)
-        _choice("accelerator", self.accelerator, ("auto", "cpu", "gpu"))
-        _choice("strategy", self.strategy, STRATEGIES)
-        _choice("on_nonfinite", self.on_nonfinite, ("stop", "skip"))
-        if self.max_skipped_steps < 1:
-            raise ConfigError("max_skipped_steps", f"must be >= 1, got {self.max_skipped_steps}")
-        if self.on_nonfinite == "skip" and self.strategy == "deepspeed":
-            raise ConfigError("on_nonfinite", "skip is not available with strategy=deepspeed (its engine applies the "
-                              "update before the gradient norm is known); use on_nonfinite=stop")
-        with key_prefix("deepspeed"):
-            self.deepspeed.validate()
-
-
-@dataclass
-class OptimizerConfig:
-    betas: list[float] = field(default_factory=lambda: [0.9, 0.95])
-    """AdamW betas (Gupta et al.: 0.9, 0.95)."""
-    eps: float = 1e-8
-    """AdamW epsilon."""
-    weight_decay: float = 0.1
-    """Decoupled weight decay; never applied to biases and norm weights."""
-    fused: bool | None = None
-    """Fused AdamW kernel; default: on for CUDA."""
-
-    def validate(self) -> None:
-        if len(self.betas) != 2 or not all(0 <= b < 1 for b in self.betas):
-            raise ConfigError("betas", f"must be two numbers in [0, 1), got {self.betas}")
-        if self.eps <= 0:
-            raise ConfigError("eps", f"must be > 0, got {self.eps}")
-        if self.weight_decay < 0:
-            raise ConfigError("weight_decay", f"must be >= 0, got {self.weight_decay}")
-
-
-@dataclass
-class CheckpointConfig:
-    every_steps: int = 1000
-    """Save a resumable checkpoint every N optimizer steps (0 = only at the end and on signals)."""
-    every_minutes: float = 0.0
-    """Also save when this many minutes passed since the last save (0 = off)."""
-    keep_last: int = 2
-    """Keep the newest K checkpoints."""
-    keep_every: int = 0
-    """Also keep every checkpoint whose step is a multiple of M (0 = none)."""
-    hf_every_steps: int = 0
-    """Also export a Hugging Face directory hf/step<N>/ every N steps (like Pythia's revisions)."""
-
-    def validate(self) -> None:
-        for key in ("every_steps", "keep_every", "hf_every_steps"):
-            if getattr(self, key) < 0:
-                raise ConfigError(key, f"must be >= 0, got {getattr(self, key)}")
-        if self.keep_last < 1:
-            raise ConfigError("keep_last", f"must be >= 1, got {self.keep_last}")
-        if self.every_minutes < 0:
-            raise ConfigError("every_minutes", f"must be >= 0, got {self.every_minutes}")
-
-
-@dataclass
-class ResumeConfig:
-    mode: str = "auto"
-    """auto (newest valid checkpoint of the run dir, else fresh) | never | a checkpoint path.
-    ``resume=<value>`` is accepted as a shorthand for ``resume.mode=<value>``."""
-    allow_config_change: bool = False
-    """Allow resuming with changes that alter the run's meaning (logged)."""
-
-
-@dataclass
-class WandbConfig:
-    mode: str = "offline"
-    """offline (default, no network) | online | disabled."""
-    project: str = "rewarm"
-    """wandb project."""
-    entity: str | None = None
-    """wandb entity (team or user); default: yours."""
-    group: str | None = None
-    """wandb group (a sweep's runs share one)."""
-    tags: list[str] = field(default_factory=list)
-    """wandb tags."""
-    name: str | None = None
-    """Display name; default: run.name."""
-
-    def validate(self) -> None:
-        _choice("mode", self.mode, WANDB_MODES)
-
-
-@dataclass
-class LoggingConfig:
-    wandb: WandbConfig = field(default_factory=WandbConfig)
-    progress: str = "auto"
-    """auto (a bar in a terminal, plain lines otherwise) | bar | lines | off."""
-    level: str = "INFO"
-    """Log level of rewarm's own messages (DEBUG, INFO, WARNING)."""
-
-    def validate(self) -> None:
-        if self.progress == "False":  # YAML 1.1 reads a bare `off` as false
-            self.progress = "off"
-        _choice("progress", self.progress, ("auto", "bar", "lines", "off"))
-        with key_prefix("wandb"):
-            self.wandb.validate()
 
 
 @dataclass
@@ -269,8 +70,6 @@ class RunConfig:
             with key_prefix(section):
                 getattr(self, section).validate()
         plan = batch_plan(self)
-        from rewarm.schedules import validate_schedule  # cross-section: phases vs run length
-
         with key_prefix("schedule"):
             validate_schedule(self.schedule, plan.max_steps, plan.tokens_per_step)
 
@@ -321,11 +120,6 @@ def batch_plan(cfg: RunConfig) -> BatchPlan:
         assert t.max_tokens is not None
         steps = math.ceil(t.max_tokens / tokens_per_step)
     return BatchPlan(world, t.micro_batch_size, accum, seq_len, steps)
-
-
-def _choice(key: str, value: Any, allowed: tuple) -> None:
-    if value not in allowed:
-        raise ConfigError(key, f"must be one of {', '.join(map(str, allowed))}; got {value!r}")
 
 
 # ---------------------------------------------------------------- loading

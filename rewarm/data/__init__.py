@@ -15,7 +15,7 @@ if TYPE_CHECKING:
     from pathlib import Path
 
     from rewarm.data.loader import TrainLoader
-    from rewarm.data.val import ValRows
+    from rewarm.data.valrows import ValRows
 
 __all__ = ["TrainLoader", "ValRows", "build_train_loader", "build_val_rows", "check_paths", "gather_state", "merge_states",
            "state_metrics"]
@@ -74,7 +74,7 @@ def __getattr__(name: str) -> Any:
 
         return TrainLoader
     if name == "ValRows":
-        from rewarm.data.val import ValRows
+        from rewarm.data.valrows import ValRows
 
         return ValRows
     raise AttributeError(f"module 'rewarm.data' has no attribute {name!r}")

@@ -14,7 +14,6 @@ no result. Token arrays are int32 until the loader makes the model's int64 tenso
 
 from __future__ import annotations
 
-import hashlib
 import itertools
 import logging
 import os
@@ -26,42 +25,14 @@ from typing import Any
 
 import numpy as np
 
+from rewarm.data.chunks import Chunk, SourceExhausted, SubStreamSpec, key_hash, unit_order
 from rewarm.data.prefetch import Prefetcher
 from rewarm.data.sources import Doc, RecordReader
 from rewarm.errors import DataError
 
 logger = logging.getLogger(__name__)
-
-
-class SourceExhausted(Exception):
-    """A source ended with on_source_end=stop."""
-
-
-@dataclass(frozen=True)
-class SubStreamSpec:
-    """What one sub-stream reads: ``units`` are (file index, offset, stride) triples into ``files``."""
-
-    key: str
-    files: tuple[str, ...]
-    units: tuple[tuple[int, int, int], ...]
-    text_field: str
-    subset_field: str | None
-    subsets: frozenset[str] | None
-    shuffle_files: bool
-    on_source_end: str
-    on_bad_record: str
-    seed: int
-    backend: str = "plain"  # plain (RecordReader over units) | datasets (HFReader, one unit per pass)
-    hf_dataset: str | None = None
-    hf_split: str = "train"
-    reader: int = 0  # this reader's index, and the number of readers over all ranks and streams
-    readers: int = 1
-    # pre-tokenized sources (backend megatron, rewarm.data.megatron.stream): files are path prefixes
-    shuffle_docs: bool = False
-    append_eos: bool = False
-    first_row: int = -1  # >= 0: Pythia's rows of row_len tokens from this row on, instead of documents
-    row_len: int = 0
-    vocab_size: int = 0  # ids must be below it (0: unchecked)
+__all__ = ["Chunk", "ChunkReader", "SourceExhausted", "SubStream", "SubStreamSpec", "encode", "encoded", "flatten_ids",
+           "initial_cursor", "tokenize_ahead", "tokenize_pool", "unit_order"]
 
 
 TOKEN_DTYPE = np.int32
@@ -94,20 +65,6 @@ class TextBatch:
     epoch: int
     unit: int
     end_state: dict[str, Any]  # cursor once the whole batch is consumed
-
-
-@dataclass
-class Chunk:
-    """Tokens of a TextBatch: ``flat[starts[d]:starts[d+1]]`` is document d + EOS."""
-
-    flat: np.ndarray  # (n_tokens,) int32
-    starts: np.ndarray  # (n_docs + 1,) int64 offsets into flat
-    records: list[Any]
-    skipped: np.ndarray  # (n_docs,) int64
-    epoch: int
-    unit: int
-    end_state: dict[str, Any]
-    boundaries: np.ndarray | None = None  # document starts when they differ from ``starts`` (Pythia's rows: after EOD)
 
 
 def encode(tokenizer: Any, texts: list[str], eos_id: int) -> tuple[np.ndarray, np.ndarray]:
@@ -156,14 +113,6 @@ def encoded(batches: Iterator[TextBatch], tokenizer: Any, eos_id: int, pool: Thr
         yield chunk_of(batch, *future.result())
     if error is not None:
         raise error
-
-
-def unit_order(spec: SubStreamSpec, epoch: int) -> list[int]:
-    """Indices into spec.units in the order visited during pass ``epoch`` (seeded shuffle, or file order)."""
-    order = list(range(len(spec.units)))
-    if spec.shuffle_files and len(order) > 1:
-        np.random.default_rng([spec.seed, _key_hash(spec.key), epoch]).shuffle(order)
-    return order
 
 
 def initial_cursor() -> dict[str, int]:
@@ -332,12 +281,8 @@ def _file_order(spec: SubStreamSpec, epoch: int) -> list[int]:
     """File indices of a datasets-reader pass: a seeded shuffle per pass, or the given order."""
     order = list(range(len(spec.files)))
     if spec.shuffle_files and len(order) > 1:
-        np.random.default_rng([spec.seed, _key_hash(spec.key), epoch]).shuffle(order)
+        np.random.default_rng([spec.seed, key_hash(spec.key), epoch]).shuffle(order)
     return order
-
-
-def _key_hash(key: str) -> int:
-    return int.from_bytes(hashlib.sha256(key.encode()).digest()[:4], "little")
 
 
 def _is_start(starts: np.ndarray, pos: int) -> bool:

@@ -11,9 +11,7 @@ from __future__ import annotations
 import hashlib
 import json
 import logging
-import os
 from collections.abc import Iterator
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -24,27 +22,12 @@ from rewarm.data.config import ValSetConfig
 from rewarm.data.loader import _backend, eos_of, tokenizer_hash
 from rewarm.data.packing import encode
 from rewarm.data.sources import Doc, RecordReader, expand_paths, file_signature, is_remote
+from rewarm.data.valrows import ValRows, load_rows, save_rows
 from rewarm.errors import ConfigError, DataError
 
 logger = logging.getLogger(__name__)
 CACHE_VERSION = 1
 _BATCH_DOCS = 256
-
-
-@dataclass
-class ValRows:
-    """``rows`` (N, seq_len + 1) int64; ``token_subsets`` (N, seq_len) index into ``subset_names`` of the
-    document each predicted token belongs to (None without a subset field); ``skipped`` bad records."""
-
-    rows: torch.Tensor
-    token_subsets: torch.Tensor | None
-    subset_names: list[str]
-    skipped: int = 0
-
-    @property
-    def num_tokens(self) -> int:
-        """Predicted tokens: N x seq_len."""
-        return int(self.rows.shape[0] * (self.rows.shape[1] - 1))
 
 
 def build_val_rows(val: ValSetConfig, tokenizer: Any, seq_len: int, cache_dir: str | Path, *,
@@ -57,18 +40,18 @@ def build_val_rows(val: ValSetConfig, tokenizer: Any, seq_len: int, cache_dir: s
     if val.resolved_format() == "megatron":
         from rewarm.data.megatron.val import megatron_val_rows
 
-        return megatron_val_rows(val, tokenizer, seq_len, n_rows, Path(cache_dir), vocab_size, _save, _load)
+        return megatron_val_rows(val, tokenizer, seq_len, n_rows, Path(cache_dir), vocab_size)
     files = expand_paths(val.resolved_paths(), key="paths") if not val.hf_dataset else []
     key = _cache_key(val, tokenizer, seq_len, files, on_bad_record)
     path = Path(cache_dir) / "val" / f"{key}.npz"
     if path.is_file():
         try:
-            return _load(path)
+            return load_rows(path)
         except (OSError, ValueError, KeyError) as e:  # a damaged cache file is rebuilt
             logger.warning("val cache %s is unreadable (%s); rebuilding", path, e)
     use_datasets = reader == "datasets" or bool(val.hf_dataset) or (reader == "auto" and any(map(is_remote, files)))
     rows = _tokenize_rows(val, tokenizer, seq_len, files, n_rows, on_bad_record, use_datasets)
-    _save(path, rows)
+    save_rows(path, rows)
     logger.info("val rows: %d x %d tokens from %d file(s), cached in %s", rows.rows.shape[0], seq_len + 1,
                 len(files), path)
     return rows
@@ -140,21 +123,3 @@ def _flush(backend: Any, eos: int, texts: list[str], labels: list[int], ids: lis
     ids.append(flat)
     subs.append(np.repeat(np.asarray(labels, np.int64), np.diff(starts)))
     return len(flat)
-
-
-def _save(path: Path, rows: ValRows) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-    with open(tmp, "wb") as fh:
-        np.savez(fh, rows=rows.rows.numpy(), skipped=np.asarray(rows.skipped),
-                 subsets=(rows.token_subsets.numpy() if rows.token_subsets is not None else np.zeros((0, 0), np.int64)),
-                 names=np.asarray(json.dumps(rows.subset_names)))
-    os.replace(tmp, path)  # atomic: readers never see a partial cache file
-
-
-def _load(path: Path) -> ValRows:
-    with np.load(path) as z:
-        names = json.loads(str(z["names"]))
-        subsets = z["subsets"]
-        token_subsets = torch.from_numpy(subsets.copy()) if subsets.size else None
-        return ValRows(torch.from_numpy(z["rows"].copy()), token_subsets, names, int(z["skipped"]))

@@ -32,7 +32,7 @@ def format_table(result: Any, upstream: str = "pile", downstream: str = "slimpaj
 
 def format_task_table(result: Any) -> str:
     """One line per run: each task's main metric (accuracy) at the start -> at the end, from its metrics.csv."""
-    from rewarm.study.compare import load_run
+    from rewarm.study.runs import load_run
     from rewarm.study.tasks import task_stats
 
     stats = {name: task_stats(load_run(d)) for name, d in result.run_dirs.items()}

@@ -9,27 +9,17 @@ import logging
 from pathlib import Path
 from typing import Any
 
+from rewarm.data.tokenizer import load_tokenizer, resolve_source
 from rewarm.errors import ConfigError
 
 log = logging.getLogger(__name__)
 
+# The tokenizer is loaded by the data pipeline's module (``rewarm tokenize`` needs it without the model); it is
+# named here too, beside the model it belongs to.
+__all__ = ["check_vocab", "choose_attn_implementation", "count_parameters", "load_model", "load_tokenizer",
+           "parameter_count_from_config", "read_model_config", "resolve_source"]
+
 DTYPES = {"float32": "float32", "bfloat16": "bfloat16", "float16": "float16"}
-
-
-def resolve_source(name_or_path: str, revision: str | None) -> tuple[str, str | None]:
-    """Where to load from. A local directory with ``revision`` means its subdirectory ``<dir>/<revision>``
-    (the layout `rewarm demo` keeps, like Pythia's hub revisions); a hub id keeps the revision."""
-    path = Path(name_or_path).expanduser()
-    if path.is_dir():
-        if revision:
-            sub = path / revision
-            if not sub.is_dir():
-                raise ConfigError("model.revision", f"{sub} does not exist (local revisions are subdirectories)")
-            return str(sub), None
-        return str(path), None
-    if path.exists() or name_or_path.startswith((".", "/", "~")):
-        raise ConfigError("model.name_or_path", f"{name_or_path} is not a model directory")
-    return name_or_path, revision
 
 
 def choose_attn_implementation(requested: str, device_type: str) -> str:
@@ -44,16 +34,6 @@ def choose_attn_implementation(requested: str, device_type: str) -> str:
         except ImportError:
             pass
     return "sdpa"
-
-
-def load_tokenizer(name_or_path: str, revision: str | None, tokenizer: str | None, trust_remote_code: bool = False) -> Any:
-    from transformers import AutoTokenizer
-
-    src, rev = resolve_source(tokenizer or name_or_path, None if tokenizer else revision)
-    tok = AutoTokenizer.from_pretrained(src, revision=rev, trust_remote_code=trust_remote_code)
-    if tok.eos_token_id is None:
-        raise ConfigError("model.tokenizer", f"the tokenizer of {src} has no EOS token (needed between documents)")
-    return tok
 
 
 def load_model(

@@ -2,7 +2,7 @@
 
 Public API (no torch import at module import; ``build_scheduler`` imports it lazily):
 
-- ``validate_schedule(cfg, total_steps, tokens_per_step)``: run-dependent checks, raises ConfigError.
+- ``validate_schedule(cfg, total_steps, tokens_per_step)``: run-dependent checks, raises ConfigError (``config``).
 - ``plan_phases(cfg, total_steps, tokens_per_step) -> list[Phase]``: the phases, for ``rewarm check`` / ``schedule``.
 - ``build_lr_fn(cfg, total_steps, tokens_per_step) -> (step -> lr)``: absolute LR applied at optimizer step t.
 - ``build_scheduler(optimizer, cfg, total_steps, tokens_per_step) -> LambdaLR``: the one torch adapter.
@@ -13,10 +13,9 @@ from __future__ import annotations
 import logging
 from typing import TYPE_CHECKING, Any
 
-from rewarm.errors import ConfigError
-from rewarm.schedules.config import FAMILY_NAMES, ScheduleConfig
-from rewarm.schedules.families import FAMILIES
-from rewarm.schedules.phases import LrFn, Phase, RunLength, evaluate
+from rewarm.schedules.config import FAMILY_NAMES, ScheduleConfig, validate_schedule
+from rewarm.schedules.families import FAMILIES, plan_phases
+from rewarm.schedules.phases import LrFn, Phase, evaluate
 
 if TYPE_CHECKING:
     from torch.optim.lr_scheduler import LambdaLR
@@ -34,21 +33,6 @@ __all__ = [
 ]
 
 log = logging.getLogger(__name__)
-
-
-def plan_phases(cfg: ScheduleConfig, total_steps: int, tokens_per_step: int) -> list[Phase]:
-    """The schedule's phases, covering steps ``[0, total_steps)`` in order. Raises ConfigError."""
-    cfg.validate()
-    if total_steps < 1:
-        raise ConfigError("", f"the run must have at least 1 optimizer step, got {total_steps}")
-    if tokens_per_step < 1:
-        raise ConfigError("", f"tokens per optimizer step must be >= 1, got {tokens_per_step}")
-    return FAMILIES[cfg.name](cfg, RunLength(total_steps, tokens_per_step))
-
-
-def validate_schedule(cfg: ScheduleConfig, total_steps: int, tokens_per_step: int) -> None:
-    """Checks that need the run's length (phases longer than the run, required keys of the family...)."""
-    plan_phases(cfg, total_steps, tokens_per_step)
 
 
 def build_lr_fn(cfg: ScheduleConfig, total_steps: int, tokens_per_step: int) -> LrFn:

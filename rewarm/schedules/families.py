@@ -13,7 +13,6 @@ from functools import partial
 
 from rewarm.errors import ConfigError
 from rewarm.schedules import primitives as P
-from rewarm.schedules.config import COOLDOWN_SHAPES, FAMILY_NAMES, ScheduleConfig
 from rewarm.schedules.phases import (
     Phase,
     RunLength,
@@ -26,6 +25,7 @@ from rewarm.schedules.phases import (
     shaped_phase,
     to_steps,
 )
+from rewarm.schedules.section import COOLDOWN_SHAPES, FAMILY_NAMES, ScheduleConfig
 
 Family = Callable[[ScheduleConfig, RunLength], list[Phase]]
 WSD_DEFAULT_COOLDOWN_FRACTION = 0.2  # Hägele et al.: a 10-20 % cooldown matches a full cosine
@@ -204,4 +204,14 @@ FAMILIES: dict[str, Family] = {
     "wsd": wsd,
     "infinite": infinite,
 }
-assert tuple(FAMILIES) == FAMILY_NAMES, "config.FAMILY_NAMES and the registry must list the same families"
+assert tuple(FAMILIES) == FAMILY_NAMES, "section.FAMILY_NAMES and the registry must list the same families"
+
+
+def plan_phases(cfg: ScheduleConfig, total_steps: int, tokens_per_step: int) -> list[Phase]:
+    """The schedule's phases, covering steps ``[0, total_steps)`` in order. Raises ConfigError."""
+    cfg.validate()
+    if total_steps < 1:
+        raise ConfigError("", f"the run must have at least 1 optimizer step, got {total_steps}")
+    if tokens_per_step < 1:
+        raise ConfigError("", f"tokens per optimizer step must be >= 1, got {tokens_per_step}")
+    return FAMILIES[cfg.name](cfg, RunLength(total_steps, tokens_per_step))

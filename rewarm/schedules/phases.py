@@ -14,8 +14,8 @@ from dataclasses import dataclass, field
 from functools import partial
 
 from rewarm.errors import ConfigError
-from rewarm.schedules.config import ScheduleConfig, duration_keys
 from rewarm.schedules.primitives import Shape
+from rewarm.schedules.section import ScheduleConfig, duration_keys
 
 LrFn = Callable[[int], float]
 

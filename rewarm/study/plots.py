@@ -16,7 +16,9 @@ if TYPE_CHECKING:
     from matplotlib.axes import Axes
     from matplotlib.figure import Figure
 
-    from rewarm.study.compare import RunData, RunSummary
+    from rewarm.study.runs import RunData, RunSummary
+
+from rewarm.study.tasks import main_metric, task_columns
 
 log = logging.getLogger(__name__)
 
@@ -205,8 +207,6 @@ def write_figures(runs: list[RunData], summaries: list[RunSummary], out_dir: Pat
     )
     if train is not None:
         figures["train_loss"] = train
-    from rewarm.study.tasks import plot_tasks
-
     figures.update(plot_tasks(runs, out_dir))
     return figures
 
@@ -214,3 +214,19 @@ def write_figures(runs: list[RunData], summaries: list[RunSummary], out_dir: Pat
 def _spans_decades(runs: list[RunData], column: str) -> bool:
     values = [v for r in runs for v in r.series(column)[1] if v > 0]
     return bool(values) and math.log10(max(values) / min(values)) > 1.0
+
+
+def plot_tasks(runs: list[Any], out_dir: Path) -> dict[str, Path]:
+    """One figure per task (its main metric against tokens); keys ``task/<task>``."""
+    tasks: dict[str, list[str]] = {}
+    for run in runs:
+        for t, ms in task_columns(run).items():
+            tasks.setdefault(t, []).extend(m for m in ms if m not in tasks.get(t, []))
+    figures = {}
+    for task, metrics in tasks.items():
+        metric = main_metric(metrics)
+        path = plot_series(runs, f"task/{task}/{metric}", f"{task}: {metric}", f"downstream task {task} ({metric})",
+                           out_dir / f"task_{file_stem(task)}.png")
+        if path is not None:
+            figures[f"task/{task}"] = path
+    return figures

@@ -1,4 +1,4 @@
-"""``report.md`` and ``summary.csv`` of a comparison (pure text; the numbers come from ``compare.summarize``)."""
+"""``report.md`` and ``summary.csv`` of a comparison (pure text; the numbers come from ``runs.summarize``)."""
 
 from __future__ import annotations
 
@@ -7,7 +7,8 @@ import os
 from collections.abc import Mapping
 from pathlib import Path
 
-from rewarm.study.compare import RunSummary
+from rewarm.study.runs import RunSummary
+from rewarm.study.tasks import task_section
 
 DEFINITIONS = (
     "Losses are mean validation NLL in nats per predicted token; perplexity = exp(loss). *Start* is the "
@@ -106,8 +107,6 @@ def render(summaries: list[RunSummary], figures: Mapping[str, str], *, title: st
         ]
         if f"val/{val_set}" in figures:
             lines += [f"![validation loss on {val_set} vs tokens]({figures[f'val/{val_set}']})", ""]
-    from rewarm.study.tasks import task_section
-
     lines += task_section(summaries, dict(figures))
     for key, caption in (("lr", "learning rate vs tokens"), ("train_loss", "training loss vs tokens")):
         if key in figures:

@@ -1,12 +1,11 @@
 """Downstream task results (``task/<task>/<metric>`` columns of metrics.csv) in comparisons: per run, each task's
-main metric at the start and at the end, a table for report.md and one curve figure per task.
+main metric at the start and at the end, and a table for report.md (the curves: ``plots.plot_tasks``).
 
 The main metric of a task is the first of ``PREFERRED`` it logged, else its first metric (stderrs excluded)."""
 
 from __future__ import annotations
 
 from dataclasses import dataclass
-from pathlib import Path
 from typing import Any
 
 PREFERRED = ("acc", "acc_norm", "exact_match", "perplexity", "word_perplexity")
@@ -71,24 +70,6 @@ def _cell(st: TaskStats | None) -> str:
         return "–"
     err = f" (±{st.final_stderr:.3f})" if st.final_stderr is not None else ""
     return f"{st.start:.3f} → {st.final:.3f}{err}"
-
-
-def plot_tasks(runs: list[Any], out_dir: Path) -> dict[str, Path]:
-    """One figure per task (its main metric against tokens); keys ``task/<task>``."""
-    from rewarm.study.plots import file_stem, plot_series
-
-    tasks: dict[str, list[str]] = {}
-    for run in runs:
-        for t, ms in task_columns(run).items():
-            tasks.setdefault(t, []).extend(m for m in ms if m not in tasks.get(t, []))
-    figures = {}
-    for task, metrics in tasks.items():
-        metric = main_metric(metrics)
-        path = plot_series(runs, f"task/{task}/{metric}", f"{task}: {metric}", f"downstream task {task} ({metric})",
-                           out_dir / f"task_{file_stem(task)}.png")
-        if path is not None:
-            figures[f"task/{task}"] = path
-    return figures
 
 
 def task_section(summaries: list[Any], figures: dict[str, str]) -> list[str]:

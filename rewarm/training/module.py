@@ -8,13 +8,14 @@ from __future__ import annotations
 import logging
 import time
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Any
 
 import lightning as L
 import torch
 
 from rewarm.evaluation.perplexity import SetResult, evaluate_rows, role_metrics, token_nll
+from rewarm.evaluation.valsets import ValSet
 from rewarm.faults.nonfinite import NonfiniteGuard, is_finite, poison_nonfinite
 
 log = logging.getLogger(__name__)
@@ -42,14 +43,6 @@ class StepSettings:
     peak_flops: float | None = None  # of the whole job (per device x world size)
     on_nonfinite: str = "stop"  # stop | skip (rewarm.faults.nonfinite)
     max_skipped_steps: int = 10
-
-
-@dataclass
-class ValSet:
-    name: str
-    role: str  # upstream | downstream
-    rows: Any  # rewarm.data.ValRows: .rows (N, T+1), .token_subsets (N, T) | None, .subset_names
-    subset_weights: dict[str, float] = field(default_factory=dict)  # -> val/<set>/loss_weighted
 
 
 def param_groups(model: torch.nn.Module, weight_decay: float) -> list[dict[str, Any]]:

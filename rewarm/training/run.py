@@ -13,6 +13,7 @@ from typing import Any
 
 from rewarm.config import BatchPlan, RunConfig, batch_plan, to_dict, to_yaml
 from rewarm.errors import key_prefix
+from rewarm.evaluation.valsets import build_val_sets
 
 log = logging.getLogger(__name__)
 
@@ -35,19 +36,6 @@ def setup_logging(level: str = "INFO") -> None:
         root.addHandler(handler)
     logging.getLogger("rewarm").setLevel(level)
     root.setLevel(logging.WARNING)
-
-
-def build_val_sets(cfg: RunConfig, tokenizer: Any) -> list[Any]:
-    from rewarm.data import build_val_rows
-    from rewarm.training.module import ValSet
-
-    cache = Path(cfg.data.cache_dir) if cfg.data.cache_dir else Path(cfg.run.out_dir) / ".cache"
-    return [
-        ValSet(name, vs.role, build_val_rows(vs, tokenizer, cfg.data.seq_len, cache / "val",
-                                             on_bad_record=cfg.data.on_bad_record, reader=cfg.data.reader),
-               dict(vs.subset_weights))
-        for name, vs in cfg.data.val.items()
-    ]
 
 
 def build_module(cfg: RunConfig, plan: BatchPlan, model: Any, tokenizer: Any, val_sets: list[Any]) -> Any:
@@ -174,15 +162,42 @@ def _slurm_without_auto_requeue() -> list[Any]:
 def run(cfg: RunConfig, signals: Any = None) -> Path:
     """Train (or resume) the run described by ``cfg``; returns the run directory. ``signals``: a SignalWatcher
     already installed by the caller (`rewarm train` installs one first thing, so a signal during start-up counts)."""
-    import lightning as L
-
-    from rewarm.checkpoints.store import Checkpointer, SignalWatcher, resolve_resume
-    from rewarm.data import check_paths
-    from rewarm.data.sources import reset_warnings
-    from rewarm.faults.wandb_guard import GuardedWandbLogger, finish_wandb
-    from rewarm.model.load import check_vocab, choose_attn_implementation, load_model, load_tokenizer
+    from rewarm.checkpoints.store import SignalWatcher
+    from rewarm.model.load import load_tokenizer
+    from rewarm.tasks.build import build_task_callback
+    from rewarm.training.callbacks import ReinstallSignals
 
     setup_logging(cfg.logging.level)
+    plan = prepare_run(cfg)
+    m, run_dir = cfg.model, cfg.run_dir
+    tokenizer = load_tokenizer(m.name_or_path, m.revision, m.tokenizer, m.trust_remote_code)
+    tasks = build_task_callback(cfg.tasks, tokenizer)  # before the model: unknown tasks, missing data refused
+    model = build_model(cfg, tokenizer)
+    val_sets = build_val_sets(cfg, tokenizer)
+    module = build_module(cfg, plan, model, tokenizer, val_sets)
+    loggers = build_loggers(cfg, run_dir, metric_columns(cfg, val_sets) + (tasks.columns if tasks else []))
+    signals = signals or SignalWatcher()
+    checkpointer = build_checkpointer(cfg, module, tokenizer, signals)
+    callbacks = [*build_callbacks(cfg.logging.progress), ReinstallSignals(signals), *([tasks] if tasks else [])]
+    trainer = build_trainer(cfg, plan, loggers, callbacks)
+    ckpt, point = resume_point(cfg, plan, checkpointer)
+    if point.finished and (run_dir / "summary.json").is_file():
+        log.info("run %s already finished at step %d (%s): nothing to do", cfg.run.name, point.step, ckpt)
+        return run_dir
+    start_run(cfg, plan, trainer, checkpointer, loggers, point, resuming=ckpt is not None)
+    fit(trainer, module, ckpt, signals, loggers)
+    finish_run(run_dir, trainer, module, tokenizer, checkpointer, signals)
+    return run_dir
+
+
+def prepare_run(cfg: RunConfig) -> BatchPlan:
+    """Everything checked before anything is loaded (data paths, a DeepSpeed merge file), the run directory made,
+    the RNGs seeded; returns the run's plan."""
+    import lightning as L
+
+    from rewarm.data import check_paths
+    from rewarm.data.sources import reset_warnings
+
     reset_warnings()  # bad records: one warning per file per run, also when several runs share a process
     plan = batch_plan(cfg)
     with key_prefix("data"):
@@ -192,15 +207,18 @@ def run(cfg: RunConfig, signals: Any = None) -> Path:
 
         with key_prefix("trainer"):
             full_deepspeed_config(cfg.trainer, plan)
-    run_dir = cfg.run_dir
-    run_dir.mkdir(parents=True, exist_ok=True)
+    cfg.run_dir.mkdir(parents=True, exist_ok=True)
     os.environ.setdefault("TOKENIZERS_PARALLELISM", "false" if cfg.data.num_workers > 0 else "true")
     L.seed_everything(cfg.run.seed, workers=True, verbose=False)
-    m = cfg.model
-    tokenizer = load_tokenizer(m.name_or_path, m.revision, m.tokenizer, m.trust_remote_code)
-    from rewarm.tasks.build import build_task_callback  # before the model: unknown tasks, missing data refused
+    return plan
 
-    tasks = build_task_callback(cfg.tasks, tokenizer)  # None when tasks.names is empty
+
+def build_model(cfg: RunConfig, tokenizer: Any) -> Any:
+    """The model of ``cfg.model`` (pretrained or from scratch), checked against the tokenizer, with activation
+    checkpointing and torch.compile as configured."""
+    from rewarm.model.load import check_vocab, choose_attn_implementation, load_model
+
+    m = cfg.model
     attn = choose_attn_implementation(m.attn_implementation, _device_type(cfg))
     log.info("attention implementation: %s (requested %s)", attn, m.attn_implementation)
     model = load_model(m.name_or_path, m.revision, init=m.init, dtype=m.dtype, attn_implementation=attn,
@@ -213,36 +231,51 @@ def run(cfg: RunConfig, signals: Any = None) -> Path:
     if cfg.data.document_mask:
         log.warning("data.document_mask=true: attention and loss stay inside documents — a deviation from how "
                     "Pythia was trained (packed rows attended across document boundaries)")
-    val_sets = build_val_sets(cfg, tokenizer)
-    module = build_module(cfg, plan, model, tokenizer, val_sets)
-    columns = metric_columns(cfg, val_sets) + (tasks.columns if tasks else [])
-    loggers = build_loggers(cfg, run_dir, columns)
-    signals = signals or SignalWatcher()
+    return model
+
+
+def build_checkpointer(cfg: RunConfig, module: Any, tokenizer: Any, signals: Any) -> Any:
+    """The run's Checkpointer, and the module's step-end hook that saves (periodic, preemption) and exports."""
+    from rewarm.checkpoints.store import Checkpointer
+
+    run_dir, c = cfg.run_dir, cfg.checkpoint
     checkpointer = Checkpointer(
-        run_dir / "checkpoints", every_steps=cfg.checkpoint.every_steps, every_minutes=cfg.checkpoint.every_minutes,
-        keep_last=cfg.checkpoint.keep_last, keep_every=cfg.checkpoint.keep_every,
+        run_dir / "checkpoints", every_steps=c.every_steps, every_minutes=c.every_minutes,
+        keep_last=c.keep_last, keep_every=c.keep_every,
         info=lambda: {"tokens_seen": module.tokens_seen, "wandb_id": _read(run_dir / "wandb_id")},
     )
     module.after_step = partial(_after_step, module=module, checkpointer=checkpointer, signals=signals,
-                                hf_every=cfg.checkpoint.hf_every_steps, tokenizer=tokenizer, run_dir=run_dir)
-    from rewarm.training.callbacks import ReinstallSignals
+                                hf_every=c.hf_every_steps, tokenizer=tokenizer, run_dir=run_dir)
+    return checkpointer
 
-    callbacks = [*build_callbacks(cfg.logging.progress), ReinstallSignals(signals), *([tasks] if tasks else [])]
-    trainer = build_trainer(cfg, plan, loggers, callbacks)
-    ckpt = resolve_resume(cfg.resume.mode, run_dir)
+
+def resume_point(cfg: RunConfig, plan: BatchPlan, checkpointer: Any) -> tuple[Path | None, Any]:
+    """The checkpoint to resume from (None: a fresh start) and what resuming from it means (``ResumePoint``)."""
     from rewarm.checkpoints.resume import prepare_resume
+    from rewarm.checkpoints.store import resolve_resume
 
+    ckpt = resolve_resume(cfg.resume.mode, cfg.run_dir)
     point = prepare_resume(ckpt, to_dict(cfg), checkpointer, max_steps=plan.max_steps,
                            allow_config_change=cfg.resume.allow_config_change)
-    if point.finished and (run_dir / "summary.json").is_file():
-        log.info("run %s already finished at step %d (%s): nothing to do", cfg.run.name, point.step, ckpt)
-        return run_dir
-    if trainer.is_global_zero:
-        checkpointer.set_aside(point.step)  # newer checkpoints are another history (skipped invalid, or a rewind)
-        _write_atomic(run_dir / "config.yaml", to_yaml(cfg))  # a full disk must not leave half a config
-        loggers[0].start(point.first_new_row)
-        log.info("run %s: %d steps x %d tokens/step = %d tokens; %s", cfg.run.name, plan.max_steps,
-                 plan.tokens_per_step, plan.total_tokens, f"resuming at step {point.step}" if ckpt else "fresh")
+    return ckpt, point
+
+
+def start_run(cfg: RunConfig, plan: BatchPlan, trainer: Any, checkpointer: Any, loggers: list[Any], point: Any, *,
+              resuming: bool) -> None:
+    """Rank 0: set newer checkpoints aside, write config.yaml, start metrics.csv at the resume point, say so."""
+    if not trainer.is_global_zero:
+        return
+    checkpointer.set_aside(point.step)  # newer checkpoints are another history (skipped invalid, or a rewind)
+    _write_atomic(cfg.run_dir / "config.yaml", to_yaml(cfg))  # a full disk must not leave half a config
+    loggers[0].start(point.first_new_row)
+    log.info("run %s: %d steps x %d tokens/step = %d tokens; %s", cfg.run.name, plan.max_steps,
+             plan.tokens_per_step, plan.total_tokens, f"resuming at step {point.step}" if resuming else "fresh")
+
+
+def fit(trainer: Any, module: Any, ckpt: Path | None, signals: Any, loggers: list[Any]) -> None:
+    """``trainer.fit`` with the signal handlers installed; the loggers (and wandb) are closed whatever happens."""
+    from rewarm.faults.wandb_guard import GuardedWandbLogger, finish_wandb
+
     signals.install(trainer)
     try:
         _fit(trainer, module, ckpt)
@@ -253,6 +286,11 @@ def run(cfg: RunConfig, signals: Any = None) -> Path:
             lg.finalize("success")
         if any(isinstance(lg, GuardedWandbLogger) for lg in loggers):
             finish_wandb()  # so the next in-process run (sweeps, the demo) starts its own
+
+
+def finish_run(run_dir: Path, trainer: Any, module: Any, tokenizer: Any, checkpointer: Any, signals: Any) -> None:
+    """Preempted: exit (requeued under SLURM after SIGUSR1). Else the final checkpoint, the Hugging Face export and,
+    last, summary.json (its presence marks a finished run)."""
     if signals.received is not None:
         import signal
 
@@ -263,7 +301,6 @@ def run(cfg: RunConfig, signals: Any = None) -> Path:
     export_trained(trainer, module.model, tokenizer, run_dir / "hf")
     if trainer.is_global_zero:
         write_summary(run_dir, module, trainer.global_step)
-    return run_dir
 
 
 def _fit(trainer: Any, module: Any, ckpt: Path | None) -> None:

@@ -11,8 +11,9 @@ import pytest
 
 from rewarm.study import report
 from rewarm.study.cli import compare_main
-from rewarm.study.compare import compare_runs, label_runs, load_run, load_runs, read_metrics, summarize
+from rewarm.study.compare import compare_runs
 from rewarm.study.plots import PALETTE, moving_average, plot_val_loss, robust_top, run_style
+from rewarm.study.runs import label_runs, load_run, load_runs, read_metrics, summarize
 from tests.study.helpers import metrics_rows, write_csv, write_run
 
 PNG_MAGIC = b"\x89PNG\r\n\x1a\n"

@@ -7,7 +7,8 @@ from pathlib import Path
 
 import pytest
 
-from rewarm.study.compare import compare_runs, load_runs, summarize
+from rewarm.study.compare import compare_runs
+from rewarm.study.runs import load_runs, summarize
 from rewarm.study.sweep import expand_sweep, run_state, run_sweep
 from tests.conftest import tiny_overrides
 

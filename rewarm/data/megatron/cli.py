@@ -21,7 +21,7 @@ def run_tokenize(cfg: Any, name: str, out: str, workers: int = 2, progress: bool
     from rewarm.data.megatron.format import token_dtype
     from rewarm.data.megatron.tokenize import find_source, tokenize_files, write_sidecar
     from rewarm.data.sources import expand_paths
-    from rewarm.model.load import load_tokenizer
+    from rewarm.data.tokenizer import load_tokenizer
 
     if workers < 1:
         raise ConfigError("--workers", f"must be >= 1, got {workers}")

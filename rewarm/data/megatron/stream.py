@@ -19,6 +19,7 @@ from typing import Any
 
 import numpy as np
 
+from rewarm.data.chunks import Chunk, SourceExhausted, key_hash, unit_order
 from rewarm.data.megatron.format import TokenFile, prefix_of
 from rewarm.errors import DataError
 
@@ -95,12 +96,10 @@ def _permutation(seed: int, key: int, epoch: int, unit: int, count: int) -> np.n
 
 def unit_docs(spec: Any, epoch: int, u: int, n_docs: int, lo: int, hi: int) -> np.ndarray:
     """Document numbers at positions [lo, hi) of unit ``u``'s order in pass ``epoch``."""
-    from rewarm.data.packing import _key_hash
-
     _, offset, stride = spec.units[u]
     if spec.shuffle_docs:
         count = len(range(offset, n_docs, stride))
-        pos = _permutation(spec.seed, _key_hash(spec.key), epoch, u, count)[lo:hi]
+        pos = _permutation(spec.seed, key_hash(spec.key), epoch, u, count)[lo:hi]
     else:
         pos = np.arange(lo, hi, dtype=np.int64)
     return offset + stride * pos.astype(np.int64)
@@ -108,8 +107,6 @@ def unit_docs(spec: Any, epoch: int, u: int, n_docs: int, lo: int, hi: int) -> n
 
 def token_chunks(spec: Any, cursor: dict[str, Any], eos_id: int, batch_docs: int) -> Iterator[Any]:
     """Chunks from the cursor on: passes over the units, ``on_source_end`` at the end of each pass."""
-    from rewarm.data.packing import SourceExhausted, unit_order
-
     epoch, unit, record = cursor["epoch"], cursor["unit"], cursor["record"]
     while True:
         order = unit_order(spec, epoch)
@@ -130,8 +127,6 @@ def token_chunks(spec: Any, cursor: dict[str, Any], eos_id: int, batch_docs: int
 
 def _unit_chunks(spec: Any, epoch: int, unit: int, u: int, start: int, eos_id: int,
                  batch_docs: int) -> Iterator[Any]:
-    from rewarm.data.packing import Chunk
-
     view = view_of(spec, spec.units[u][0])
     _, offset, stride = spec.units[u]
     count = len(range(offset, view.n_docs, stride))

@@ -6,7 +6,7 @@ from __future__ import annotations
 import hashlib
 import json
 import logging
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -15,6 +15,7 @@ import numpy as np
 from rewarm.data.megatron.sources import check_sidecar, check_source, data_files, first_row
 from rewarm.data.megatron.stream import DocView, RowView, check_ids, gather, open_file
 from rewarm.data.sources import file_signature
+from rewarm.data.valrows import ValRows, load_rows, save_rows
 from rewarm.errors import DataError
 
 logger = logging.getLogger(__name__)
@@ -23,12 +24,11 @@ _DOCS = 4096  # documents gathered per step
 
 
 def megatron_val_rows(val: Any, tokenizer: Any, seq_len: int, n_rows: int, cache_dir: Path,
-                      vocab_size: int | None, save: Callable, load: Callable) -> Any:
-    """ValRows (N, seq_len + 1) of a pre-tokenized set (no subsets); ``save`` / ``load`` are val.py's cache I/O."""
+                      vocab_size: int | None) -> ValRows:
+    """ValRows (N, seq_len + 1) of a pre-tokenized set (no subsets), cached as text sets are."""
     import torch
 
     from rewarm.data.loader import eos_of, tokenizer_hash, vocab_len
-    from rewarm.data.val import ValRows
 
     prefixes = check_source(val, "", seq_len)
     for prefix in prefixes:
@@ -40,7 +40,7 @@ def megatron_val_rows(val: Any, tokenizer: Any, seq_len: int, n_rows: int, cache
                "vocab": vocab}
     path = cache_dir / "val" / f"mm-{hashlib.sha256(json.dumps(payload).encode()).hexdigest()[:24]}.npz"
     if path.is_file():
-        return load(path)
+        return load_rows(path)
     need = n_rows * (seq_len + 1)
     flat = np.concatenate(list(_take(_pieces(val, prefixes, seq_len, eos, vocab), need)) or [np.zeros(0, np.int32)])
     n = min(n_rows, len(flat) // (seq_len + 1))
@@ -49,7 +49,7 @@ def megatron_val_rows(val: Any, tokenizer: Any, seq_len: int, n_rows: int, cache
                         f"seq_len + 1 = {seq_len + 1}")
     rows = torch.from_numpy(flat[: n * (seq_len + 1)].astype(np.int64).reshape(n, seq_len + 1))
     out = ValRows(rows, None, [], 0)
-    save(path, out)
+    save_rows(path, out)
     logger.info("val rows: %d x %d tokens from %d pre-tokenized file(s), cached in %s", n, seq_len + 1,
                 len(prefixes), path)
     return out
