@@ -28,9 +28,10 @@ def evaluate_checkpoint(cfg: RunConfig, path: Path, *, tasks: list[str] | None =
     import torch
 
     from rewarm.evaluation.perplexity import evaluate_rows, perplexity
+    from rewarm.logs import setup_logging
     from rewarm.model.load import load_tokenizer
     from rewarm.tasks.build import build_task_evaluator
-    from rewarm.training.run import build_val_sets, setup_logging
+    from rewarm.training.run import build_val_sets
 
     setup_logging(cfg.logging.level)
     m = cfg.model
