@@ -47,7 +47,8 @@ LOG_LINES: tuple[tuple[tuple[str, ...], str], ...] = (
     (("DeepSpeed",), r"Setting accelerator to CPU\. If you have GPU or other accelerator, we were unable to detect"),
 )
 
-# warnings.filterwarnings(action, message, category, module) entries. Each: what it hides and why.
+# (message pattern, category, module pattern) for warnings.filterwarnings("ignore", ...): the message as the
+# library words it, from that module only. Each: what it hides and why.
 WARNINGS: tuple[tuple[str, type[Warning], str], ...] = (
     # Lightning (SLURMEnvironment.detect, every Trainer): "The `srun` command is available on your system but is
     # not used. HINT: ... prepend your python command with `srun`". rewarm decides for itself how a run is launched

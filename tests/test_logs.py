@@ -70,7 +70,7 @@ SRUN = ("The `srun` command is available on your system but is not used. HINT: I
 LEAF = "`isinstance(treespec, LeafSpec)` is deprecated, use `isinstance(treespec, TreeSpec) and treespec.is_leaf()`"
 
 
-@pytest.mark.parametrize(("message", "category", "module", "hidden"), [
+WARNED = [
     (SRUN, UserWarning, "lightning.fabric.plugins.environments.slurm", True),
     (LEAF, FutureWarning, "lightning.pytorch.utilities._pytree", True),
     # the same messages from anywhere else (the user's code) still show
@@ -79,15 +79,24 @@ LEAF = "`isinstance(treespec, LeafSpec)` is deprecated, use `isinstance(treespec
     # and anything else Lightning warns about
     ("GPU available but not used. You can set it by doing `Trainer(accelerator='gpu')`.", UserWarning,
      "lightning.pytorch.trainer.setup", False),
-])
+]
+
+
+@pytest.mark.parametrize(("message", "category", "module", "hidden"), WARNED)
 def test_warnings_hidden_only_from_their_module(message: str, category: type[Warning], module: str,
                                                 hidden: bool) -> None:
-    assert len(WARNINGS) == 2
     with warnings.catch_warnings(record=True) as seen:
         warnings.simplefilter("always")
         quiet_third_party()
         warnings.warn_explicit(message, category, "file.py", 1, module=module)
     assert [str(w.message) for w in seen] == ([] if hidden else [message])
+
+
+def test_every_warning_filter_is_exercised() -> None:
+    import re
+
+    for message, _, module in WARNINGS:
+        assert any(h and re.match(message, m) and re.match(module, mod) for m, _, mod, h in WARNED), message
 
 
 REAL_WARNINGS = """
