@@ -40,7 +40,7 @@ def main(argv: list[str]) -> int:
     if not args.config.is_file():
         print(f"rewarm demo: config not found: {args.config} (pass --config)")
         return 2
-    from rewarm.training.run import setup_logging
+    from rewarm.logs import setup_logging
 
     setup_logging("INFO")
     _quiet_libraries()

@@ -29,9 +29,9 @@ def evaluate_checkpoint(cfg: RunConfig, path: Path, *, tasks: list[str] | None =
 
     from rewarm.evaluation.perplexity import evaluate_rows, perplexity
     from rewarm.evaluation.valsets import build_val_sets
+    from rewarm.logs import setup_logging
     from rewarm.model.load import load_tokenizer
     from rewarm.tasks.build import build_task_evaluator
-    from rewarm.training.run import setup_logging
 
     setup_logging(cfg.logging.level)
     m = cfg.model

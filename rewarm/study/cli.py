@@ -9,15 +9,9 @@ import sys
 from pathlib import Path
 
 from rewarm.errors import ConfigError
+from rewarm.logs import setup_logging
 
 log = logging.getLogger(__name__)
-
-
-def _setup_logging() -> None:
-    if not logging.getLogger().handlers:
-        logging.basicConfig(
-            level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s", datefmt="%H:%M:%S"
-        )
 
 
 def _sweep_parser() -> argparse.ArgumentParser:
@@ -51,7 +45,7 @@ def sweep_main(argv: list[str]) -> int:
     from rewarm.study import sweep
 
     args = _sweep_parser().parse_intermixed_args(argv)  # options may follow key=value
-    _setup_logging()
+    setup_logging("INFO")
     try:
         spec = sweep.read_sweep(args.sweep)
         group = args.group or spec.name or "sweep"
@@ -113,7 +107,7 @@ def compare_main(argv: list[str]) -> int:
     from rewarm.study import compare, report
 
     args = _compare_parser().parse_args(argv)
-    _setup_logging()
+    setup_logging("INFO")
     labels = dict(item.split("=", 1) for item in args.label if "=" in item)
     try:
         dirs = compare.expand_run_dirs(args.run_dirs)

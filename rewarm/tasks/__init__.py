@@ -7,4 +7,5 @@
 ``evaluator``  ``TaskEvaluator``: one evaluation that leaves the model, its mode and the RNG streams untouched
 ``callback``   the in-loop hook (Lightning callback): step 0, every ``tasks.every_steps``, the end
 ``demo_tasks`` the demo's two local multiple-choice tasks, built from its own corpora
+``bars``       lm-eval's (and its datasets') progress bars, off where stderr is not a terminal
 Nothing heavy is imported here."""

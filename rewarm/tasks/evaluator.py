@@ -16,6 +16,7 @@ from collections.abc import Iterator
 from dataclasses import dataclass, field
 from typing import Any
 
+from rewarm.tasks.bars import no_lm_eval_bars
 from rewarm.tasks.harness import FEWSHOT_SEED, TaskSuite
 from rewarm.tasks.results import metric_columns, task_values
 
@@ -61,7 +62,8 @@ class TaskEvaluator:
         was_training = model.training  # before the adapter: HFLM's constructor calls model.eval()
         lm = self.adapter(model, tokenizer, rank, world_size)
         lm.scored = 0
-        with preserved_rng(), _env(DISABLE_MULTIPROC="1"):  # bootstrap: no process pool forked from a trainer
+        # bootstrap: no process pool forked from a trainer; off a terminal, no lm-eval bars
+        with preserved_rng(), _env(DISABLE_MULTIPROC="1"), no_lm_eval_bars():
             model.eval()
             try:
                 _seed_like_simple_evaluate(self.suite)

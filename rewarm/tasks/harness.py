@@ -75,9 +75,12 @@ def load_suite(names: list[str], include_paths: list[str], num_fewshot: int | No
     """Load every task (and its documents). Unknown names and unreachable data are refused, named."""
     manager = task_manager(names, include_paths)
     check_names(manager, names)
+    from rewarm.tasks.bars import no_dataset_bars
+
     merged: dict[str, Any] = {"tasks": {}, "groups": {}, "group_map": {}}
     for name in names:
-        loaded = _load_one(manager, name)
+        with no_dataset_bars():
+            loaded = _load_one(manager, name)
         for key in merged:
             merged[key].update(loaded.get(key, {}))
     for task in merged["tasks"].values():

@@ -14,28 +14,11 @@ from typing import Any
 from rewarm.config import BatchPlan, RunConfig, batch_plan, to_dict, to_yaml
 from rewarm.errors import key_prefix
 from rewarm.evaluation.valsets import build_val_sets
+from rewarm.logs import setup_logging
 
 log = logging.getLogger(__name__)
 
 
-class _StderrHandler(logging.StreamHandler):
-    """Writes to ``sys.stderr`` as it is when a record is emitted, not as it was when the handler was made
-    (tests and tools swap and close it between runs in one process)."""
-
-    def emit(self, record: logging.LogRecord) -> None:
-        self.stream = sys.stderr
-        super().emit(record)
-
-
-def setup_logging(level: str = "INFO") -> None:
-    root = logging.getLogger()
-    if not any(getattr(h, "_rewarm", False) for h in root.handlers):
-        handler = _StderrHandler()
-        handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(name)s: %(message)s", "%H:%M:%S"))
-        handler._rewarm = True  # type: ignore[attr-defined]
-        root.addHandler(handler)
-    logging.getLogger("rewarm").setLevel(level)
-    root.setLevel(logging.WARNING)
 
 
 def build_module(cfg: RunConfig, plan: BatchPlan, model: Any, tokenizer: Any, val_sets: list[Any]) -> Any:
