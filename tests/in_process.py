@@ -35,6 +35,7 @@ def restored_process(threads: int | None = 1) -> Iterator[None]:
     handlers = {s: signal.getsignal(s) for s in SIGNALS}
     loggers = {n: (logging.getLogger(n).level, list(logging.getLogger(n).handlers)) for n in LOGGERS}
     old_threads = torch.get_num_threads()
+    deterministic = torch.are_deterministic_algorithms_enabled(), torch.is_deterministic_algorithms_warn_only_enabled()
     if threads is not None:
         torch.set_num_threads(threads)
     os.environ.update(RUN_ENV)
@@ -43,6 +44,7 @@ def restored_process(threads: int | None = 1) -> Iterator[None]:
     finally:
         _end_run_state()
         torch.set_num_threads(old_threads)
+        torch.use_deterministic_algorithms(deterministic[0], warn_only=deterministic[1])  # run.deterministic=true
         os.chdir(cwd)
         os.environ.clear()
         os.environ.update(env)
