@@ -2,7 +2,8 @@
 
 No timing is asserted (speed belongs to the benchmarks themselves; see BENCHMARKS.md). What is asserted:
 the scripts run against the real stack, their last line has the format `make bench` collects, and the
-contracts they check hold (the two evaluation loops agree; `rewarm check` imports no Lightning).
+contracts they check hold (the two evaluation loops agree; `rewarm check` imports no Lightning; cli_latency's
+one-step `rewarm train` writes its row of step 0, read for ``train_startup_s``).
 """
 
 from __future__ import annotations
@@ -72,10 +73,16 @@ def last_line(text: str) -> tuple[str, float]:
 ])
 def test_quick_run_prints_ratio_last(script, extra, bench_modules, tmp_path, capsys):
     value = bench_modules(script).main(["--quick", "--cache", str(tmp_path)] + extra)
-    name, printed = last_line(capsys.readouterr().out)
+    out = capsys.readouterr().out
+    name, printed = last_line(out)
     assert name == script
     assert math.isfinite(value) and value > 0
     assert printed == pytest.approx(value, rel=1e-3, abs=1e-4)
+    if script == "cli_latency":  # a real one-step `rewarm train`: launch to the end of its first step
+        startup = re.findall(r"^train_startup_s=([0-9]+\.[0-9]+)$", out, re.M)
+        assert len(startup) == 1 and float(startup[0]) > 0, out
+        assert [line.split("=")[0] for line in out.splitlines() if re.match(r"^[a-z_]+=", line)] == [
+            "help_s", "check_s", "python_startup_s", "train_startup_s", "cli_latency"]
 
 
 def test_gpu_mfu_skips_cleanly_without_cuda(tmp_path):

@@ -13,7 +13,8 @@ import pytest
 from rewarm.checkpoints.store import STATE, invalid_reason, write_manifest
 from rewarm.cli import main
 from rewarm.training.metrics import read_metrics
-from tests.faults.conftest import fault_overrides, rewarm
+from tests.faults.conftest import fault_overrides
+from tests.in_process import run_cli
 
 REASON = "state.ckpt: content differs from the manifest's sha256"
 
@@ -51,11 +52,11 @@ def test_resume_auto_falls_back_and_ends_like_the_uninterrupted_run(run_copy, fi
 def test_resume_path_and_export_refuse_it(run_copy, tiny_world, empty_yaml, tmp_path):
     ckpt = run_copy / "checkpoints" / "step00000004"
     flip(ckpt / STATE, 0.5)
-    proc = rewarm(["train", str(empty_yaml), *fault_overrides(tiny_world, run_copy.parent), f"resume.mode={ckpt}"])
+    proc = run_cli(["train", str(empty_yaml), *fault_overrides(tiny_world, run_copy.parent), f"resume.mode={ckpt}"])
     out = proc.stdout + proc.stderr
     assert proc.returncode == 2 and f"error: resume={ckpt}: not a valid rewarm checkpoint directory" in out, out
     assert REASON in out and "Traceback" not in out
-    proc = rewarm(["export", str(ckpt), "--out", str(tmp_path / "hf")])
+    proc = run_cli(["export", str(ckpt), "--out", str(tmp_path / "hf")])
     out = proc.stdout + proc.stderr
     assert proc.returncode == 2 and f"error: {ckpt} is not a valid rewarm checkpoint ({REASON}" in out, out
     assert not (tmp_path / "hf").exists()

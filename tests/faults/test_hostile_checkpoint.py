@@ -17,6 +17,7 @@ from rewarm.checkpoints.store import MANIFEST, STATE, file_sha256, read_valid_ma
 from rewarm.errors import ResumeError
 from rewarm.faults.safe_load import UnsafeCheckpointError, check_dcp_metadata, weights_only_loads
 from tests.faults.conftest import fault_overrides, rewarm
+from tests.in_process import run_cli
 
 
 class Payload:
@@ -66,6 +67,7 @@ def test_the_payload_is_real(hostile):
 
 
 def test_export_refuses(hostile, tmp_path):
+    """As the user types it, in a process of its own (the other commands' refusals run in this one)."""
     run_dir, ckpt, marker = hostile
     _refused(rewarm(["export", str(ckpt), "--out", str(tmp_path / "hf")]), marker)
     assert not (tmp_path / "hf").exists()
@@ -74,13 +76,13 @@ def test_export_refuses(hostile, tmp_path):
 def test_eval_refuses(hostile, tiny_world, empty_yaml, tmp_path):
     run_dir, ckpt, marker = hostile
     overrides = fault_overrides(tiny_world, tmp_path / "eval")
-    _refused(rewarm(["eval", str(empty_yaml), *overrides, "--checkpoint", str(ckpt)]), marker)
+    _refused(run_cli(["eval", str(empty_yaml), *overrides, "--checkpoint", str(ckpt)]), marker)
 
 
 def test_resume_refuses(hostile, tiny_world, empty_yaml):
     run_dir, ckpt, marker = hostile
     overrides = fault_overrides(tiny_world, run_dir.parent)
-    _refused(rewarm(["train", str(empty_yaml), *overrides, f"resume.mode={ckpt}"]), marker)
+    _refused(run_cli(["train", str(empty_yaml), *overrides, f"resume.mode={ckpt}"]), marker)
 
 
 def test_in_process_loads_raise_a_resume_error(hostile):
@@ -91,7 +93,7 @@ def test_in_process_loads_raise_a_resume_error(hostile):
 
 
 def test_our_own_checkpoint_still_exports(finished_run, tmp_path):
-    proc = rewarm(["export", str(finished_run), "--out", str(tmp_path / "hf")])
+    proc = run_cli(["export", str(finished_run), "--out", str(tmp_path / "hf")])
     assert proc.returncode == 0, proc.stdout + proc.stderr
     assert (tmp_path / "hf" / "config.json").is_file()
 

@@ -10,27 +10,18 @@ Test harness for tests/resume (real process, real code): it only *watches* what 
 
 from __future__ import annotations
 
-import json
 import os
 import sys
 import time
 
 
 def _install_recorder(path: str) -> None:
+    from resume_helpers import recording_step  # this script's directory is sys.path[0]
+
     import rewarm.training.module as module
 
-    original = module.RewarmModule.training_step
     out = open(path, "a")  # noqa: SIM115 - open for the life of the process
-
-    def training_step(self, batch, batch_idx):  # type: ignore[no-untyped-def]
-        rows = [ids + [last] for ids, last in zip(batch["input_ids"].tolist(), batch["labels"][:, -1].tolist(),
-                                                  strict=True)]
-        out.write(json.dumps({"pid": os.getpid(), "step": int(self.global_step), "batch": int(batch_idx),
-                              "rows": rows}) + "\n")
-        out.flush()
-        return original(self, batch, batch_idx)
-
-    module.RewarmModule.training_step = training_step
+    module.RewarmModule.training_step = recording_step(module.RewarmModule.training_step, out)
 
 
 def _install_slow_manifest(step: int) -> None:

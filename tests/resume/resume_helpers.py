@@ -3,6 +3,7 @@ from the recorded training rows that every document was consumed exactly once.""
 
 from __future__ import annotations
 
+import contextlib
 import csv
 import json
 import os
@@ -10,9 +11,9 @@ import signal
 import subprocess
 import sys
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from pathlib import Path
-from typing import Any
+from typing import IO, Any
 
 HERE = Path(__file__).parent
 REPO = HERE.parent.parent
@@ -205,3 +206,46 @@ def _check_next(prev: int, cur: int, corpus: dict, by_pos: dict) -> None:
         return
     assert (pf, pi + 1) not in by_pos and ci == 0, (
         f"gap: document {cur} (file {cf} #{ci}) follows document {prev} (file {pf} #{pi})")
+
+
+# ---------------------------------------------------------------- in this process
+
+
+def recording_step(original: Callable[..., Any], out: IO[str]) -> Callable[..., Any]:
+    """``RewarmModule.training_step`` that first appends its micro-batch to ``out`` as one JSON line
+    ``{"pid", "step", "batch", "rows"}`` (rows: ``input_ids`` plus the last label), flushed before the step."""
+    def training_step(self, batch, batch_idx):  # type: ignore[no-untyped-def]
+        rows = [ids + [last] for ids, last in zip(batch["input_ids"].tolist(), batch["labels"][:, -1].tolist(),
+                                                  strict=True)]
+        out.write(json.dumps({"pid": os.getpid(), "step": int(self.global_step), "batch": int(batch_idx),
+                              "rows": rows}) + "\n")
+        out.flush()
+        return original(self, batch, batch_idx)
+
+    return training_step
+
+
+@contextlib.contextmanager
+def recording(path: Path | None) -> Iterator[None]:
+    """record_train.py's recorder for an in-process run, removed afterwards."""
+    if path is None:
+        yield
+        return
+    import rewarm.training.module as module
+
+    original = module.RewarmModule.training_step
+    with open(path, "a") as out:
+        module.RewarmModule.training_step = recording_step(original, out)
+        try:
+            yield
+        finally:
+            module.RewarmModule.training_step = original
+
+
+def train_here(config: Path, overrides: list[str], log: Path, *, record: Path | None = None) -> int:
+    """`rewarm train CONFIG overrides` in this process (a run that is not killed gains nothing from a process of
+    its own: the imports are paid once); its output appended to ``log`` like ``start``'s; the exit code."""
+    from tests.in_process import run_cli
+
+    with recording(record):
+        return run_cli(["train", str(config), *overrides], log=log).returncode

@@ -29,6 +29,7 @@ from resume_helpers import (
     start,
     stream_documents,
     tail,
+    train_here,
     write_config,
 )
 
@@ -92,7 +93,7 @@ def test_kill9_at_random_steps_and_mid_checkpoint_then_identical(resume_world: d
     assert not (ckpts / f"step{c2:08d}").exists()
     k3 = rng.randint(c2 + 1, MAX_STEPS - 3)
     kill_when(start(cfg, overrides, log, record=record), lambda: last_row_step(metrics) >= k3, log, f"step {k3}")
-    assert finish(start(cfg, overrides, log, record=record), log) == 0, tail(log)
+    assert train_here(cfg, overrides, log, record=record) == 0, tail(log)  # the last start is not killed
     assert finish(ref, ref_log) == 0, tail(ref_log)
 
     starts = _resumed_from(log)
@@ -120,7 +121,7 @@ def two_worker_runs(resume_world: dict[str, Any], tmp_path_factory: pytest.TempP
     kill_when(start(cfg, [], log, record=record), lambda: last_row_step(metrics) >= k1, log, f"step {k1}")
     proc = start(cfg, [], log, record=record)  # then a polite SIGTERM (preemption): checkpoint, exit code 3
     kill_when(proc, lambda: last_row_step(metrics) >= k2, log, f"step {k2}", sig=signal.SIGTERM)
-    rc = finish(start(cfg, [], log, record=record), log)
+    rc = train_here(cfg, [], log, record=record)
     ref_rc = finish(ref, ref_log)
     return {"tmp": tmp, "cfg": cfg, "log": log, "record": record, "rc": rc, "ref_rc": ref_rc, "k1": k1, "k2": k2,
             "sigterm_rc": proc.returncode}
@@ -158,7 +159,7 @@ def test_corrupt_newest_checkpoint_falls_back_to_previous(two_worker_runs: dict[
     with open(state, "r+b") as f:
         f.truncate(state.stat().st_size // 2)
     (run_dir / "summary.json").unlink()
-    assert finish(start(t["cfg"], ["resume=auto"], log), log) == 0, tail(log)
+    assert train_here(t["cfg"], ["resume=auto"], log) == 0, tail(log)
     text = log.read_text()
     assert re.search(rf"skipping checkpoint \S*{newest.name}: state.ckpt has \d+ bytes", text), tail(log)
     assert _resumed_from(log) == [f"step{previous:08d}"], tail(log)
@@ -174,7 +175,7 @@ def test_killed_after_the_end_checkpoint_keeps_the_final_row(two_worker_runs: di
     run_dir, log = t["tmp"] / "r", t["tmp"] / "after_end.log"
     summary = json.loads((run_dir / "summary.json").read_text())
     (run_dir / "summary.json").unlink()
-    assert finish(start(t["cfg"], [], log), log) == 0, tail(log)
+    assert train_here(t["cfg"], [], log) == 0, tail(log)
     assert _resumed_from(log) == [f"step{MAX_STEPS:08d}"], tail(log)
     _check_same_run(t["tmp"] / "ref", run_dir, "after a restart from the end checkpoint")
     assert json.loads((run_dir / "summary.json").read_text()) == summary
@@ -185,8 +186,7 @@ def test_resume_with_changed_data_config_is_refused(two_worker_runs: dict[str, A
     t = two_worker_runs
     run_dir, log = t["tmp"] / "r", t["tmp"] / "refused.log"
     before = (run_dir / "metrics.csv").read_bytes()
-    rc = finish(start(t["cfg"], ["data.seq_len=8", "data.train.small.weight=2.0", "trainer.val_every_steps=5"],
-                      log), log)
+    rc = train_here(t["cfg"], ["data.seq_len=8", "data.train.small.weight=2.0", "trainer.val_every_steps=5"], log)
     assert rc == 2, tail(log)
     err = [ln for ln in log.read_text().splitlines() if ln.startswith("error:")]
     assert err and "data.seq_len: 16 -> 8" in err[0] and "data.train.small.weight: 1.0 -> 2.0" in err[0], tail(log)

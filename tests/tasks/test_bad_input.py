@@ -13,6 +13,7 @@ import pytest
 
 from rewarm.cli import main
 from tests.conftest import tiny_overrides
+from tests.in_process import run_cli
 from tests.tasks.conftest import MC, PPL, task_overrides
 
 REPO = Path(__file__).resolve().parents[2]
@@ -47,10 +48,10 @@ def test_check_refuses_missing_include_path_fast_imports(tiny_world, task_dir, e
     assert "tasks.include_paths[0]: task directory not found" in bad.stderr and "HEAVY []" in bad.stdout
 
 
-def test_missing_eval_extra_names_the_install(tiny_world, task_dir, empty_config, tmp_path) -> None:
+def test_missing_eval_extra_names_the_install(tiny_world, task_dir, empty_config, tmp_path, monkeypatch) -> None:
     overrides = tiny_overrides(tiny_world, tmp_path) + task_overrides(task_dir, MC)
-    out = _run(["eval", str(empty_config), *overrides, "--checkpoint", str(tiny_world["model"])],
-               prelude="sys.modules['lm_eval'] = None; ")  # as if lm-eval were not installed
+    monkeypatch.setitem(sys.modules, "lm_eval", None)  # as if lm-eval were not installed: `import lm_eval` fails
+    out = run_cli(["eval", str(empty_config), *overrides, "--checkpoint", str(tiny_world["model"])])
     assert out.returncode == 2
     assert "pip install 'rewarm[eval]'" in out.stderr, out.stderr
 
