@@ -8,6 +8,7 @@ import os
 import time
 import warnings
 from pathlib import Path
+from typing import Any
 
 from rewarm.resources import resource
 
@@ -22,7 +23,8 @@ def parser() -> argparse.ArgumentParser:
         description="Build two offline corpora (Python docs prose -> Python source code), a byte-level BPE, a tiny "
         "Pythia-shaped base model, then run the rewarm study in miniature: constant LR, rewarm to 0.5/1/2 x the "
         "base's peak LR, warmup 0 vs 1 %, 5 % replay, from scratch, rewarm on upstream, a second seed, and from an "
-        "earlier base revision; every run also evaluates two local lm-eval tasks built from the corpora.",
+        "earlier base revision; with lm-eval installed (pip install 'rewarm[eval]'), every run also evaluates two "
+        "local lm-eval tasks built from the corpora.",
     )
     p.add_argument("--out", type=Path, default=Path("runs/demo"), help="runs and report go here (default: runs/demo)")
     p.add_argument("--cache", type=Path, default=Path(".cache/rewarm-demo"),
@@ -40,39 +42,45 @@ def main(argv: list[str]) -> int:
     if not args.config.is_file():
         print(f"rewarm demo: config not found: {args.config} (pass --config)")
         return 2
-    from rewarm.training.run import setup_logging
-
-    setup_logging("INFO")
-    _quiet_libraries()
-    from rewarm.demo.pipeline import PRESETS, run_demo
-
-    t0 = time.perf_counter()
+    from rewarm.demo.pipeline import PRESETS, TASKS_NOTICE, check_demo_packages, run_demo, tasks_available
     from rewarm.errors import ConfigError
-    from rewarm.study.sweep import SweepFailed
+    from rewarm.study.sweep import SweepFailed  # light: no Lightning
 
-    preset = PRESETS["quick" if args.quick else "full"]
+    with_tasks = tasks_available()
+    if not with_tasks:
+        print(TASKS_NOTICE, flush=True)  # the one line about it: the runs and the tables go on without tasks
     try:
-        result = run_demo(args.config, args.out, args.cache, preset, rerun=args.rerun, wandb_mode=args.wandb)
-    except ConfigError as e:
-        print(f"rewarm demo: invalid config: {e}")
+        check_demo_packages(args.config, with_tasks)  # before the heavy imports and the corpora
+        from rewarm.training.run import setup_logging
+
+        setup_logging("INFO")
+        _quiet_libraries()
+        t0 = time.perf_counter()
+        preset = PRESETS["quick" if args.quick else "full"]
+        result = run_demo(args.config, args.out, args.cache, preset, rerun=args.rerun, wandb_mode=args.wandb,
+                          with_tasks=with_tasks)
+    except ConfigError as e:  # key-less: a package the config needs is missing (rewarm.training.requirements)
+        print(f"rewarm demo: {'invalid config: ' if e.key else ''}{e}")
         return 2
     except SweepFailed as e:
         print(f"rewarm demo: {e}. Finished runs are kept: run `rewarm demo` again to retry the others "
               "(or add --rerun to start the study over).")
         return 1
     result.seconds["total"] = time.perf_counter() - t0
+    print_result(result)
+    return 0
+
+
+def print_result(result: Any) -> None:
+    """The loss table, the task table (or why there is none), the findings, the timings, the report's path."""
     from rewarm.demo.table import format_findings, format_table, format_task_table, format_timings
 
-    print()
-    print(format_table(result))
-    print()
-    print(format_task_table(result))
-    print()
-    print(format_findings(result))
+    for block in (format_table(result), format_task_table(result), format_findings(result)):
+        print()
+        print(block)
     print()
     print(format_timings(result.seconds))
     print(f"report: {result.report}")
-    return 0
 
 
 def _quiet_libraries() -> None:
