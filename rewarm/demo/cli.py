@@ -6,8 +6,8 @@ import argparse
 import logging
 import os
 import time
-import warnings
 from pathlib import Path
+from typing import Any
 
 from rewarm.resources import resource
 
@@ -22,7 +22,8 @@ def parser() -> argparse.ArgumentParser:
         description="Build two offline corpora (Python docs prose -> Python source code), a byte-level BPE, a tiny "
         "Pythia-shaped base model, then run the rewarm study in miniature: constant LR, rewarm to 0.5/1/2 x the "
         "base's peak LR, warmup 0 vs 1 %, 5 % replay, from scratch, rewarm on upstream, a second seed, and from an "
-        "earlier base revision; every run also evaluates two local lm-eval tasks built from the corpora.",
+        "earlier base revision; with lm-eval installed (pip install 'rewarm[eval]'), every run also evaluates two "
+        "local lm-eval tasks built from the corpora.",
     )
     p.add_argument("--out", type=Path, default=Path("runs/demo"), help="runs and report go here (default: runs/demo)")
     p.add_argument("--cache", type=Path, default=Path(".cache/rewarm-demo"),
@@ -40,51 +41,56 @@ def main(argv: list[str]) -> int:
     if not args.config.is_file():
         print(f"rewarm demo: config not found: {args.config} (pass --config)")
         return 2
-    from rewarm.logs import setup_logging
-
-    setup_logging("INFO")
-    _quiet_libraries()
-    from rewarm.demo.pipeline import PRESETS, run_demo
-
-    t0 = time.perf_counter()
+    from rewarm.demo.pipeline import PRESETS, TASKS_NOTICE, check_demo_packages, run_demo, tasks_available
     from rewarm.errors import ConfigError
-    from rewarm.study.sweep import SweepFailed
+    from rewarm.study.sweep import SweepFailed  # light: no Lightning
 
-    preset = PRESETS["quick" if args.quick else "full"]
+    with_tasks = tasks_available()
+    if not with_tasks:
+        print(TASKS_NOTICE, flush=True)  # the one line about it: the runs and the tables go on without tasks
     try:
-        result = run_demo(args.config, args.out, args.cache, preset, rerun=args.rerun, wandb_mode=args.wandb)
-    except ConfigError as e:
-        print(f"rewarm demo: invalid config: {e}")
+        check_demo_packages(args.config, with_tasks)  # before the heavy imports and the corpora
+        from rewarm.logs import setup_logging
+
+        setup_logging("INFO")
+        _quiet_libraries()
+        t0 = time.perf_counter()
+        preset = PRESETS["quick" if args.quick else "full"]
+        result = run_demo(args.config, args.out, args.cache, preset, rerun=args.rerun, wandb_mode=args.wandb,
+                          with_tasks=with_tasks)
+    except ConfigError as e:  # key-less: a package the config needs is missing (rewarm.training.requirements)
+        print(f"rewarm demo: {'invalid config: ' if e.key else ''}{e}")
         return 2
     except SweepFailed as e:
         print(f"rewarm demo: {e}. Finished runs are kept: run `rewarm demo` again to retry the others "
               "(or add --rerun to start the study over).")
         return 1
     result.seconds["total"] = time.perf_counter() - t0
-    from rewarm.demo.table import format_findings, format_table, format_task_table, format_timings
-
-    print()
-    print(format_table(result))
-    print()
-    print(format_task_table(result))
-    print()
-    print(format_findings(result))
-    print()
-    print(format_timings(result.seconds))
-    print(f"report: {result.report}")
+    print_result(result)
     return 0
 
 
+def print_result(result: Any) -> None:
+    """The loss table, the task table (or why there is none), the findings, the timings, the report's path."""
+    from rewarm.demo.table import format_findings, format_table, format_task_table, format_timings
+
+    for block in (format_table(result), format_task_table(result), format_findings(result)):
+        print()
+        print(block)
+    print()
+    print(format_timings(result.seconds))
+    print(f"report: {result.report}")
+
+
 def _quiet_libraries() -> None:
-    """Keep the demo's output readable: no per-save progress bars, no Lightning banners, no deprecation noise."""
+    """Keep the demo's output readable: ten runs in one process, so no per-run wandb summary, no Lightning info
+    banner per run ("GPU available ..."), no per-save progress bar. Warnings still show (``rewarm.logs`` leaves out
+    only the third-party lines it names)."""
     os.environ.setdefault("WANDB_SILENT", "true")  # offline wandb prints a run summary per run otherwise
-    warnings.filterwarnings("ignore", category=DeprecationWarning)
-    warnings.filterwarnings("ignore", message=".*LeafSpec.*")
-    import lightning.pytorch  # noqa: F401  (it sets its loggers' levels on import: import first, then quiet them)
+    import lightning.pytorch  # noqa: F401  (it sets its loggers' levels on import: import first, then set them)
 
     for name in ("lightning.pytorch", "lightning.fabric", "lightning"):
-        logging.getLogger(name).setLevel(logging.WARNING)
+        logging.getLogger(name).setLevel(logging.WARNING)  # info lines only: Lightning's warnings still show
     from transformers.utils import logging as hf_logging
 
     hf_logging.disable_progress_bar()
-    hf_logging.set_verbosity_error()

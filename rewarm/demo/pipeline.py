@@ -4,6 +4,9 @@ Everything is cached under ``cache`` (corpora, tokenizer, base model, reused by 
 study's runs go to ``<out>/<group>/<run>/`` (finished runs are skipped on the next call, as in any sweep,
 unless the base model changed or ``rerun`` is set). ``PRESETS`` holds the sizes of ``rewarm demo`` and
 ``rewarm demo --quick``; tests pass smaller ones.
+
+The runs evaluate the demo's two lm-eval tasks when lm-evaluation-harness (the ``eval`` extra) is installed; a
+plain ``pip install rewarm`` runs the demo without them (``TASKS_NOTICE`` says so) and everything else alike.
 """
 
 from __future__ import annotations
@@ -18,12 +21,24 @@ from typing import Any
 
 from rewarm.demo.base import BaseRecipe, ModelShape, build_base, revisions
 from rewarm.demo.corpus import CorpusPaths, CorpusSpec, build_corpora
-from rewarm.demo.study import GROUP, StudyPlan, StudyRecipe, environment, findings_of, plan_study, run_study
+from rewarm.demo.study import (
+    GROUP,
+    StudyPlan,
+    StudyRecipe,
+    environment,
+    findings_of,
+    plan_study,
+    run_study,
+    task_overrides,
+)
 from rewarm.demo.tasks import VERSION as TASKS_VERSION
 from rewarm.demo.tasks import build_demo_tasks
 from rewarm.demo.tokenizer import build_tokenizer
 
 log = logging.getLogger(__name__)
+
+TASKS_NOTICE = ("lm-eval is not installed: the demo runs without its downstream tasks "
+                "(pip install 'rewarm[eval]' to add them)")
 
 
 @dataclass(frozen=True)
@@ -77,11 +92,31 @@ class DemoResult:
     numbers: Any
     base_run: Path
     seconds: dict[str, float] = field(default_factory=dict)
+    with_tasks: bool = True
+    """Whether the runs evaluated the demo's downstream tasks (lm-eval installed)."""
 
 
-def prepare(cache: Path, preset: DemoPreset, seconds: dict[str, float]) -> tuple[CorpusPaths, Path, Path]:
-    """Corpora, tokenizer, base model (each reused when up to date) and the tasks under ``cache``; timings into
-    ``seconds``."""
+def tasks_available() -> bool:
+    """Whether lm-evaluation-harness with its HF backend is installed (found, not imported)."""
+    from rewarm.training.requirements import LM_EVAL, installed
+
+    return installed(LM_EVAL)
+
+
+def check_demo_packages(config_path: Path, with_tasks: bool) -> None:
+    """Refuse a main config that needs a package that is not installed (e.g. trainer.strategy=deepspeed without
+    DeepSpeed) before the corpora and the base model are built: every study run would fail alike."""
+    from rewarm.config import load
+    from rewarm.training.requirements import check_packages
+
+    cfg = load(config_path, task_overrides(with_tasks, Path("tasks")))
+    check_packages([("demo", cfg)], what="the demo")
+
+
+def prepare(cache: Path, preset: DemoPreset, seconds: dict[str, float], with_tasks: bool = True,
+            ) -> tuple[CorpusPaths, Path, Path]:
+    """Corpora, tokenizer, base model (each reused when up to date) and, ``with_tasks``, the tasks under
+    ``cache``; timings into ``seconds``."""
     t = time.perf_counter()
     corpus = build_corpora(cache / "corpus", preset.corpus)
     seconds["corpora"] = time.perf_counter() - t
@@ -92,30 +127,34 @@ def prepare(cache: Path, preset: DemoPreset, seconds: dict[str, float]) -> tuple
     t = time.perf_counter()
     base_run = build_base(cache, corpus, tokenizer_dir, preset.base, preset.base_name)
     seconds["base model"] = time.perf_counter() - t
-    t = time.perf_counter()
-    build_demo_tasks(corpus, cache / "tasks", preset.task_items)
-    seconds["tasks"] = time.perf_counter() - t
+    if with_tasks:
+        t = time.perf_counter()
+        build_demo_tasks(corpus, cache / "tasks", preset.task_items)
+        seconds["tasks"] = time.perf_counter() - t
     return corpus, tokenizer_dir, base_run
 
 
 def run_demo(config_path: Path, out: Path, cache: Path, preset: DemoPreset, *, rerun: bool = False,
-             wandb_mode: str | None = None) -> DemoResult:
-    """Build (or reuse) everything, run the study, write ``<out>/report/`` with the findings appended."""
+             wandb_mode: str | None = None, with_tasks: bool | None = None) -> DemoResult:
+    """Build (or reuse) everything, run the study, write ``<out>/report/`` with the findings appended.
+    ``with_tasks``: evaluate the demo's downstream tasks (default: when lm-eval is installed)."""
+    with_tasks = tasks_available() if with_tasks is None else with_tasks
+    check_demo_packages(config_path, with_tasks)
     seconds: dict[str, float] = {}
-    corpus, _, base_run = prepare(cache, preset, seconds)
+    corpus, _, base_run = prepare(cache, preset, seconds, with_tasks)
     study = _with_base_shape(preset)
     earlier = revisions(base_run)[:1]  # the first kept revision (Gupta et al.: steps 10k, 27k of 143k)
     plan = plan_study(preset.base.max_lr, corpus, study, earlier_revision=earlier[0] if earlier else None)
-    _reset_stale_runs(out / preset.group, _study_stamp(base_run, preset, config_path), rerun)
+    _reset_stale_runs(out / preset.group, _study_stamp(base_run, preset, config_path, with_tasks), rerun)
     t = time.perf_counter()
-    env = environment(base_run, corpus, out, study, wandb_mode, task_dir=cache / "tasks")
+    env = [*environment(base_run, corpus, out, study, wandb_mode), *task_overrides(with_tasks, cache / "tasks")]
     dirs = dict(zip(plan.runs, run_study(config_path, plan, env, group=preset.group), strict=True))
     seconds["study"] = time.perf_counter() - t
     t = time.perf_counter()
     found, numbers = findings_of(plan, dirs)
     report = write_report(out / "report", plan, dirs, found, numbers)
     seconds["report"] = time.perf_counter() - t
-    return DemoResult(plan, dirs, report, found, numbers, base_run, seconds)
+    return DemoResult(plan, dirs, report, found, numbers, base_run, seconds, with_tasks)
 
 
 def _with_base_shape(preset: DemoPreset) -> StudyRecipe:
@@ -133,10 +172,11 @@ def write_report(out_dir: Path, plan: StudyPlan, dirs: dict[str, Path], found: l
                         extra_markdown=render(found, numbers))
 
 
-def _study_stamp(base_run: Path, preset: DemoPreset, config_path: Path) -> dict[str, Any]:
+def _study_stamp(base_run: Path, preset: DemoPreset, config_path: Path, with_tasks: bool) -> dict[str, Any]:
+    """What the finished runs depend on: runs made without the tasks are run again once lm-eval is installed."""
     base = json.loads((base_run / "rewarm_demo_stamp.json").read_text())
     stamp = {"base": base, "study": asdict(preset.study), "config": Path(config_path).read_text(),
-             "task_items": preset.task_items, "tasks_version": TASKS_VERSION}
+             "task_items": preset.task_items, "tasks_version": TASKS_VERSION if with_tasks else None}
     return json.loads(json.dumps(stamp))  # as it reads back from the file (tuples become lists)
 
 

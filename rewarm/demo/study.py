@@ -13,7 +13,7 @@ From the tiny base (pre-trained on upstream with peak LR P, ending at 0.1 P), on
   Pythia from steps 10k and 27k), loaded as ``model.revision``.
 
 Every run also evaluates the demo's two lm-eval tasks (``rewarm.demo.tasks``) at step 0, every
-``tasks.every_steps`` and at the end.
+``tasks.every_steps`` and at the end, when lm-eval (the ``eval`` extra) is installed.
 
 The main run's settings are ``configs/demo.yaml``; every run overrides the schedule completely, and the
 environment (cache paths, run length in ``--quick``) comes as the sweep's extra overrides.
@@ -121,9 +121,9 @@ def plan_study(base_peak_lr: float, corpus: CorpusPaths, recipe: StudyRecipe = S
 
 
 def environment(base_run: Path, corpus: CorpusPaths, out_dir: Path, recipe: StudyRecipe, wandb_mode: str | None,
-                task_dir: Path | None = None) -> list[str]:
-    """Overrides every run shares: where the base model, the corpora and the tasks are, where runs go, the run
-    length."""
+                ) -> list[str]:
+    """Overrides every run shares: where the base model and the corpora are, where runs go, the run length (the
+    tasks: ``task_overrides``)."""
     out = [
         f"model.name_or_path={base_run / 'hf'}",
         f"data.train.slimpajama.root={corpus.root / 'slimpajama'}",
@@ -143,13 +143,16 @@ def environment(base_run: Path, corpus: CorpusPaths, out_dir: Path, recipe: Stud
         out += [f"data.val.pile.max_tokens={recipe.val_tokens}", f"data.val.slimpajama.max_tokens={recipe.val_tokens}"]
     if wandb_mode is not None:
         out.append(f"logging.wandb.mode={wandb_mode}")
-    if task_dir is not None:
-        out.append(f"tasks.include_paths=[{task_dir}]")
     if recipe.task_every is not None:
         out.append(f"tasks.every_steps={recipe.task_every}")
     if recipe.task_limit is not None:
         out.append(f"tasks.limit={recipe.task_limit}")
     return out
+
+
+def task_overrides(with_tasks: bool, task_dir: Path) -> list[str]:
+    """The runs' ``tasks`` overrides: the demo's tasks in ``task_dir``, or no tasks at all (no lm-eval)."""
+    return [f"tasks.include_paths=[{task_dir}]"] if with_tasks else ["tasks.names=[]", "tasks.include_paths=[]"]
 
 
 def run_study(config_path: Path, plan: StudyPlan, env: list[str], group: str = GROUP) -> list[Path]:

@@ -32,6 +32,8 @@ def format_table(result: Any, upstream: str = "pile", downstream: str = "slimpaj
 
 def format_task_table(result: Any) -> str:
     """One line per run: each task's main metric (accuracy) at the start -> at the end, from its metrics.csv."""
+    if not result.with_tasks:
+        return "(downstream tasks not evaluated: lm-eval is not installed)"
     from rewarm.study.runs import load_run
     from rewarm.study.tasks import task_stats
 

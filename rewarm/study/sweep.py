@@ -94,15 +94,17 @@ def plan_sweep(
 ) -> list[PlannedRun]:
     """Validate every run's config (so that a typo fails before hours of training) and decide its fate.
 
-    Raises ConfigError with the run's name in front of the key."""
+    Raises ConfigError with the run's name in front of the key, or with one message when runs need an optional
+    package that is not installed (they would fail after their start-up, all alike: refused before the first)."""
     from rewarm.config import load
+    from rewarm.training.requirements import check_packages
 
     group = sanitize(group)
     names = [r.name for r in runs]
     if len(set(names)) != len(names):
         dup = sorted({n for n in names if names.count(n) > 1})
         raise ConfigError("runs", f"run names must be unique (one directory each); repeated: {', '.join(dup)}")
-    planned = []
+    planned, configs = [], []
     for run in runs:
         try:
             cfg = load(config_path, [*run.overrides, *extra_overrides])
@@ -120,6 +122,9 @@ def plan_sweep(
         except ConfigError as e:
             raise ConfigError(f"[{run.name}] {e.key}", e.message) from None
         planned.append(PlannedRun(run.name, overrides, cfg.run_dir, run_state(cfg.run_dir)))
+        configs.append((run.name, cfg))
+    check_packages([(name, cfg) for (name, cfg), p in zip(configs, planned, strict=True) if p.state != "finished"],
+                   what="this sweep")  # a finished run is skipped: it needs nothing
     _warn_overridden(runs, extra_overrides)
     return planned
 

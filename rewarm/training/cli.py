@@ -5,6 +5,7 @@ Heavy imports stay inside ``train_main`` (``rewarm check`` never imports Lightni
 from __future__ import annotations
 
 import sys
+from typing import Any
 
 from rewarm.config import config_parser, load_or_report
 from rewarm.errors import (
@@ -23,7 +24,7 @@ from rewarm.errors import (
 def train_main(argv: list[str]) -> int:
     args = config_parser("train", "Train (or resume, resume=auto) a run.").parse_args(argv)
     cfg = load_or_report(args.config, args.overrides)
-    if cfg is None:
+    if cfg is None or missing_packages_refused(cfg):  # a missing package: refused before any start-up
         return EXIT_CONFIG
     from rewarm.checkpoints.store import SignalWatcher
 
@@ -48,6 +49,19 @@ def train_main(argv: list[str]) -> int:
     return 0
 
 
+def missing_packages_refused(cfg: Any) -> bool:
+    """Print the refusal and return True when the run needs an optional package that is not installed: it would
+    fail after its start-up (data checks, tokenizer), so it is refused before any (``rewarm.training.requirements``)."""
+    from rewarm.training.requirements import check_packages
+
+    try:
+        check_packages([(cfg.run.name, cfg)])
+    except ConfigError as e:
+        report(e)
+        return True
+    return False
+
+
 def _close_process_group() -> None:
     """Tear torch.distributed down before the interpreter exits: its threads left to the exit handlers can abort
     a rank that already finished ("terminate called without an active exception", seen once with ZeRO-3 on CPU)."""
@@ -59,7 +73,7 @@ def _close_process_group() -> None:
 def check_main(argv: list[str]) -> int:
     args = config_parser("check", "Validate a config and print the run plan.").parse_args(argv)
     cfg = load_or_report(args.config, args.overrides)
-    if cfg is None:
+    if cfg is None or missing_packages_refused(cfg):
         return EXIT_CONFIG
     from rewarm.training.plan import format_plan, model_vocab_eos
 

@@ -1,10 +1,13 @@
 """Helpers: run directories built by hand, in the trainer's format (config.yaml from the real config schema,
-metrics.csv with empty cells where a metric was not measured)."""
+metrics.csv with empty cells where a metric was not measured); a ``rewarm`` command run without some package."""
 
 from __future__ import annotations
 
 import csv
 import math
+import os
+import subprocess
+import sys
 from pathlib import Path
 
 from rewarm.config import load, to_yaml
@@ -92,3 +95,36 @@ def write_csv(path: Path, rows: list[dict[str, object]]) -> None:
         w = csv.DictWriter(f, fieldnames=header, restval="")
         w.writeheader()
         w.writerows(rows)
+
+
+HIDE = '''import sys
+
+
+class _Hidden:
+    """A meta path finder as it was, minus the hidden packages: for them it finds nothing, as when they are not
+    installed (an import raises ModuleNotFoundError, importlib.util.find_spec returns None)."""
+
+    def __init__(self, finder, hidden):
+        self.finder, self.hidden = finder, hidden
+
+    def find_spec(self, name, path=None, target=None):
+        if name.partition(".")[0] in self.hidden or not hasattr(self.finder, "find_spec"):
+            return None
+        return self.finder.find_spec(name, path, target)
+
+    def __getattr__(self, attr):
+        return getattr(self.finder, attr)
+
+
+sys.meta_path[:] = [_Hidden(f, HIDDEN) for f in sys.meta_path]
+'''
+
+
+def without(packages: list[str], argv: list[str], cwd: Path, setup: str = "", timeout: float = 600,
+            ) -> subprocess.CompletedProcess[str]:
+    """``rewarm ARGV`` in a child process in which ``packages`` (top-level import names) cannot be imported, as if
+    they were not installed; ``setup``: Python code run before the command (test sizes)."""
+    code = HIDE.replace("HIDDEN", repr(set(packages))) + setup + "\nfrom rewarm.cli import main\nsys.exit(main())\n"
+    env = {**os.environ, "WANDB_MODE": "offline", "WANDB_SILENT": "true"}
+    return subprocess.run([sys.executable, "-c", code, *argv], cwd=cwd, capture_output=True, text=True,
+                          timeout=timeout, env=env)

@@ -1,10 +1,13 @@
 """The package as a user installs it: a wheel built the standard way (an sdist, then a wheel from it) carries the
-example configs and SLURM templates, and, installed (not editable) into a fresh virtualenv, runs `rewarm demo
---quick` and `rewarm slurm CONFIG --dry-run` from an empty directory, away from any checkout.
+example configs and SLURM templates, and, installed (not editable) into a fresh virtualenv with the dependencies it
+declares, runs `rewarm demo --quick` and `rewarm slurm CONFIG --dry-run` from an empty directory, away from any
+checkout.
 
-The fresh virtualenv gets the dependencies (torch & co.) from the test's own environment through a path line in a
-.pth file: such a line adds that site-packages directory but does not run the .pth files in it, so the editable
-install of this checkout stays out (checked below). Only the wheel is installed (--no-deps, --no-index).
+The virtualenv borrows nothing from the test's environment (no .pth line, no site directory, no system site
+packages): torch==2.13.0 (the CPU build) is installed first, as a user without a GPU would, then the wheel, its
+dependencies resolved by pip (from its cache when warm, else from the package index). No extra is installed, so
+lm-evaluation-harness is absent: the demo runs without its downstream tasks and says so, and a config that needs
+it is refused with one message.
 """
 
 from __future__ import annotations
@@ -85,23 +88,40 @@ def test_sdist_and_wheel_carry_the_configs_and_templates(dists: tuple[Path, Path
         assert "rewarm/resources.py" in whl.namelist()
 
 
-@pytest.fixture(scope="module")
-def venv(dists: tuple[Path, Path], tmp_path_factory: pytest.TempPathFactory) -> Path:
-    """A fresh virtualenv with the wheel installed (not editable); the dependencies come from this environment."""
-    venv = tmp_path_factory.mktemp("venv") / "v"
-    _run([sys.executable, "-m", "venv", str(venv)], cwd=venv.parent)
-    python = venv / "bin" / "python"
-    _run([str(python), "-m", "pip", "install", "-q", "--no-deps", "--no-index", str(dists[1])], cwd=venv.parent)
-    site = Path(_run([str(python), "-c", "import sysconfig; print(sysconfig.get_path('purelib'))"],
-                     cwd=venv.parent).stdout.strip())
-    ours = dict.fromkeys([sysconfig.get_path("purelib"), sysconfig.get_path("platlib")])  # added after the install:
-    (site / "_outer_dependencies.pth").write_text("".join(f"{p}\n" for p in ours))  # pip saw no other rewarm
-    return venv
+TORCH = "torch==2.13.0"
+"""Installed first: the CPU build (a bare `torch` requirement, resolved alone, takes a CUDA build of several GB)."""
 
 
 def _env() -> dict[str, str]:
-    env = {k: v for k, v in os.environ.items() if k not in ("PYTHONPATH", "REWARM_DEMO_DIR", "VIRTUAL_ENV")}
+    """This environment's variables minus what would point the child at the checkout or at this virtualenv."""
+    drop = ("PYTHONPATH", "PYTHONHOME", "PYTHONUSERBASE", "REWARM_DEMO_DIR", "VIRTUAL_ENV")
+    env = {k: v for k, v in os.environ.items() if k not in drop}
     return {**env, "WANDB_MODE": "offline", "WANDB_SILENT": "true", "TOKENIZERS_PARALLELISM": "false"}
+
+
+@pytest.fixture(scope="module")
+def venv(dists: tuple[Path, Path], tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A fresh virtualenv (no system site packages) with torch, then the wheel and the dependencies it declares."""
+    venv = tmp_path_factory.mktemp("venv") / "v"
+    _run([sys.executable, "-m", "venv", str(venv)], cwd=venv.parent, env=_env())
+    pip = [str(venv / "bin" / "python"), "-m", "pip", "install", "-q"]
+    _run([*pip, TORCH], cwd=venv.parent, env=_env(), timeout=1800)
+    _run([*pip, str(dists[1])], cwd=venv.parent, env=_env(), timeout=1800)  # no --no-deps: pip resolves them
+    return venv
+
+
+def test_the_virtualenv_borrows_nothing_and_lacks_the_extras(venv: Path, tmp_path: Path) -> None:
+    cfg = (venv / "pyvenv.cfg").read_text()
+    assert "include-system-site-packages = false" in cfg
+    code = ("import importlib.util as u, sys, sysconfig; print(sysconfig.get_path('purelib')); "
+            "print([m for m in ('lm_eval', 'deepspeed', 'flash_attn') if u.find_spec(m)]); print('\\n'.join(sys.path))")
+    site, extras, *path = _run([str(venv / "bin" / "python"), "-c", code], cwd=tmp_path, env=_env()).stdout.splitlines()
+    assert Path(site).is_relative_to(venv) and extras == "[]"
+    ours = {Path(sysconfig.get_path(k)).resolve() for k in ("purelib", "platlib")}  # this environment's packages
+    assert not [p for p in path if p and Path(p).resolve() in ours], path
+    pth = [line for f in Path(site).glob("*.pth") for line in f.read_text().splitlines()]
+    assert not [line for line in pth if line.strip().startswith("/") and not Path(line.strip()).is_relative_to(venv)]
+    _run([str(venv / "bin" / "python"), "-m", "pip", "check"], cwd=tmp_path, env=_env())  # every declared dependency
 
 
 def test_the_installed_package_is_the_wheel_not_the_checkout(venv: Path, tmp_path: Path) -> None:
@@ -119,6 +139,11 @@ def test_the_installed_package_is_the_wheel_not_the_checkout(venv: Path, tmp_pat
     assert all(Path(p or tmp_path).resolve() != REPO for p in lines[5:]), lines[5:]  # nor is the checkout on the path
 
 
+def test_installed_command_help(venv: Path, tmp_path: Path) -> None:
+    out = _run([str(venv / "bin" / "rewarm"), "--help"], cwd=tmp_path, env=_env()).stdout
+    assert all(command in out for command in ("train", "check", "sweep", "demo", "slurm"))
+
+
 def test_installed_slurm_dry_run_from_an_empty_directory(venv: Path, tmp_path: Path) -> None:
     rewarm, env = str(venv / "bin" / "rewarm"), _env()
     config = _run([str(venv / "bin" / "python"), "-m", "rewarm.resources", "configs/pythia-410m-pile-to-slimpajama.yaml"],
@@ -129,10 +154,29 @@ def test_installed_slurm_dry_run_from_an_empty_directory(venv: Path, tmp_path: P
     assert sorted(p.name for p in tmp_path.iterdir()) == []  # a dry run writes nothing
 
 
+def test_a_config_with_tasks_is_refused_naming_the_extra(venv: Path, tmp_path: Path) -> None:
+    """configs/demo.yaml evaluates two tasks: without lm-eval, `rewarm train` stops before its start-up."""
+    config = _run([str(venv / "bin" / "python"), "-m", "rewarm.resources", "configs/demo.yaml"], cwd=tmp_path,
+                  env=_env()).stdout.strip()
+    proc = subprocess.run([str(venv / "bin" / "rewarm"), "train", config], cwd=tmp_path, capture_output=True,
+                          text=True, timeout=300, env=_env())
+    assert proc.returncode == 2, proc.stderr[-3000:]
+    assert proc.stderr.splitlines() == [
+        "error: this run needs lm-eval[hf] for tasks.names, which is not installed: pip install 'rewarm[eval]' "
+        "(or tasks.names=[] runs without downstream tasks)"]
+    assert sorted(p.name for p in tmp_path.iterdir()) == []
+
+
 @pytest.mark.slow
 def test_installed_demo_quick_from_an_empty_directory(venv: Path, tmp_path: Path) -> None:
-    proc = _run([str(venv / "bin" / "rewarm"), "demo", "--quick"], cwd=tmp_path, env=_env(), timeout=2400)
-    assert "report: " in proc.stdout, proc.stdout[-3000:]
+    proc = subprocess.run([str(venv / "bin" / "rewarm"), "demo", "--quick"], cwd=tmp_path, capture_output=True,
+                          text=True, timeout=2400, env=_env())
+    text = proc.stdout + proc.stderr
+    assert proc.returncode == 0, text[-3000:]
+    assert "Traceback" not in text, text[-3000:]
+    assert proc.stdout.splitlines()[0] == ("lm-eval is not installed: the demo runs without its downstream tasks "
+                                           "(pip install 'rewarm[eval]' to add them)")
+    assert "start loss (ppl)" in proc.stdout and "findings of the papers reproduced" in proc.stdout
     report = Path(proc.stdout.split("report: ")[-1].split()[0])
     assert (tmp_path / report if not report.is_absolute() else report).is_file()
     assert (tmp_path / "runs" / "demo").is_dir() and (tmp_path / ".cache" / "rewarm-demo").is_dir()
