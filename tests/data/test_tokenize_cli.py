@@ -50,6 +50,14 @@ def test_a_name_in_train_and_val_means_the_training_source(tiny_world, tmp_path,
         assert files and all(f.parent.parent.name == split for f in files), (name, files)
 
 
+def test_a_missing_file_names_the_full_key_of_the_source_taken(tiny_world, tmp_path, config, capsys):
+    over = [*tiny_overrides(tiny_world, tmp_path), f"data.train.slimpajama.paths=[{tmp_path}/none/*.jsonl.zst]"]
+    assert tokenize(config, over, "slimpajama", tmp_path / "x") == 2
+    captured = capsys.readouterr()
+    assert "data.train.slimpajama.paths" in captured.err, captured.err
+    assert "the training source data.train.slimpajama" in captured.err  # the bare name's choice, logged
+
+
 def test_an_unknown_source_lists_the_names(tiny_world, tmp_path, config, capsys):
     over = tiny_overrides(tiny_world, tmp_path)
     for name in ("nope", "val.nope", "test.pile"):

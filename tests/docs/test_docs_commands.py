@@ -132,4 +132,4 @@ def test_the_tokenize_example_tokenizes_the_training_source() -> None:
         cfg = load(REPO / config)
         assert "slimpajama" in cfg.data.train and "slimpajama" in cfg.data.val
         split = "val" if source.startswith("val.") else "train"
-        assert find_source(cfg.data, source) is getattr(cfg.data, split)["slimpajama"], source
+        assert find_source(cfg.data, source) == (f"data.{split}.slimpajama", getattr(cfg.data, split)["slimpajama"]), source

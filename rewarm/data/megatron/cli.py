@@ -25,8 +25,8 @@ def run_tokenize(cfg: Any, name: str, out: str, workers: int = 2, progress: bool
 
     if workers < 1:
         raise ConfigError("--workers", f"must be >= 1, got {workers}")
-    src = find_source(cfg.data, name)
-    files = expand_paths(src.resolved_paths(), key=f"data.{name}.paths")
+    key, src = find_source(cfg.data, name)
+    files = expand_paths(src.resolved_paths(), key=f"{key}.paths")
     m = cfg.model
     tokenizer = load_tokenizer(m.name_or_path, m.revision, m.tokenizer, m.trust_remote_code)
     result = tokenize_files(src, files, tokenizer, out, on_bad_record=cfg.data.on_bad_record,
@@ -53,6 +53,9 @@ def tokenize_main(argv: list[str]) -> int:
     cfg = load_or_report(args.config, args.overrides)
     if cfg is None:
         return EXIT_CONFIG
+    from rewarm.logs import setup_logging
+
+    setup_logging(cfg.logging.level)  # which source a bare --source took, the bad records skipped
     try:
         print(run_tokenize(cfg, args.source, args.out, args.workers))
     except (ConfigError, DataError) as e:

@@ -36,26 +36,34 @@ class TokenizeResult:
         return self.tokens / max(self.seconds, 1e-9)
 
 
-def find_source(data: Any, name: str) -> Any:
-    """The text source ``name`` names: ``train.NAME`` a training source, ``val.NAME`` a validation set, and a bare
-    ``NAME`` the training source of that name, else the validation set (a name that is both means the training
-    source: the one a user tokenizes once to train on; ``val.NAME`` reaches the other)."""
+def source_key(data: Any, name: str) -> str:
+    """The dotted config key of the text source ``--source name`` names: ``train.NAME`` a training source,
+    ``val.NAME`` a validation set, and a bare ``NAME`` the training source of that name, else the validation set
+    (a name that is both means the training source: the one a user tokenizes once to train on; ``val.NAME``
+    reaches the other). E.g. ``data.train.slimpajama``."""
     kind, dot, short = name.partition(".")
     if not dot or kind not in ("train", "val"):
         kind, short = "", name
     sets = {"train": data.train, "val": data.val}
-    found = [(k, sets[k][short]) for k in ((kind,) if kind else ("train", "val")) if short in sets[k]]
+    found = [k for k in ((kind,) if kind else ("train", "val")) if short in sets[k]]
     if not found:
         known = ", ".join([*(f"train.{n}" for n in data.train), *(f"val.{n}" for n in data.val)]) or "none"
         raise ConfigError("--source", f"no data.train / data.val source named {name!r} (known: {known})")
     if len(found) > 1:
         logger.info("--source %s: the training source data.train.%s (the validation set is val.%s)", name, name, name)
-    src = found[0][1]
+    return f"data.{found[0]}.{short}"
+
+
+def find_source(data: Any, name: str) -> tuple[str, Any]:
+    """(its config key, the text source) that ``--source name`` names (``source_key``), checked to be local text."""
+    key = source_key(data, name)
+    _, kind, short = key.split(".", 2)
+    src = getattr(data, kind)[short]
     if src.resolved_format() != "text":
         raise ConfigError("--source", f"{name!r} is already pre-tokenized (format megatron)")
     if src.hf_dataset or any("://" in p and not p.startswith("file://") for p in src.resolved_paths()):
         raise ConfigError("--source", f"{name!r} reads remote data: download the files and list them in paths")
-    return src
+    return key, src
 
 
 def documents(src: Any, files: list[str], on_bad_record: str, counter: list[int]) -> Iterator[str]:
