@@ -5,7 +5,7 @@ Every duration (warmup, decay, cooldown, constant, anneal) can be given in exact
 ``<phase>_steps`` (optimizer steps), ``<phase>_fraction`` (of the run's ``trainer.max_steps``, rounded to
 the nearest step) or ``<phase>_tokens`` (divided by the tokens per optimizer step, rounded to the
 nearest step). ``zero_lr_steps`` is in steps only. Which family reads which key is listed in
-the README (*Learning-rate schedules*) and in ``rewarm.schedules.families.FAMILIES``.
+the docs (docs/schedules.md, *Families*) and in ``rewarm.schedules.families.FAMILIES``.
 
 ``validate()`` checks what the section can check alone; run-dependent checks (phases longer than the
 run) are in ``rewarm.schedules.config.validate_schedule``.
