@@ -42,7 +42,6 @@ class ModelConfig:
         _choice("attn_implementation", self.attn_implementation, ATTN)
 
 
-
 def _choice(key: str, value: Any, allowed: tuple) -> None:
     if value not in allowed:
         raise ConfigError(key, f"must be one of {', '.join(map(str, allowed))}; got {value!r}")

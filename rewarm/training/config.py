@@ -159,7 +159,6 @@ class LoggingConfig:
             self.wandb.validate()
 
 
-
 def _choice(key: str, value: Any, allowed: tuple) -> None:
     if value not in allowed:
         raise ConfigError(key, f"must be one of {', '.join(map(str, allowed))}; got {value!r}")

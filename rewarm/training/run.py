@@ -19,8 +19,6 @@ from rewarm.logs import setup_logging
 log = logging.getLogger(__name__)
 
 
-
-
 def build_module(cfg: RunConfig, plan: BatchPlan, model: Any, tokenizer: Any, val_sets: list[Any]) -> Any:
     from rewarm.data import build_train_loader, state_metrics
     from rewarm.schedules import build_scheduler
