@@ -12,7 +12,7 @@ PY := .venv/bin/python
 endif
 STAMP := $(dir $(PY)).rewarm-setup-stamp
 
-.PHONY: setup demo test bench lint clean
+.PHONY: setup demo test bench lint docs clean
 
 setup: $(STAMP)
 
@@ -29,7 +29,7 @@ demo: setup
 	$(PY) -m rewarm demo
 
 test: setup
-	$(PY) -m pytest -q -p no:cacheprovider tests; rc=$$?; \
+	$(PY) -m pytest -q -p no:cacheprovider --durations=25 tests; rc=$$?; \
 	if [ $$rc -eq 5 ]; then echo "pytest collected no tests: failing"; exit 1; fi; exit $$rc
 
 bench: setup
@@ -39,5 +39,8 @@ lint: setup
 	$(PY) -m ruff check rewarm tests benchmarks
 	$(dir $(PY))lint-imports
 
+docs: setup
+	NO_MKDOCS_2_WARNING=1 $(PY) -m mkdocs build --strict  # into site/; `mkdocs serve` previews it
+
 clean:
-	rm -rf .venv runs .cache *.egg-info
+	rm -rf .venv runs .cache site *.egg-info
