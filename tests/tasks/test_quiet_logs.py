@@ -53,7 +53,9 @@ def rewarm(args: list[str], tmp: Path) -> subprocess.CompletedProcess:
     srun = fake_bin / "srun"
     srun.write_text("#!/bin/sh\nexit 0\n")
     srun.chmod(0o755)
-    env = {k: v for k, v in os.environ.items() if k not in ("WANDB_SILENT", "WANDB_QUIET", "SLURM_JOB_ID")}
+    # WANDB_SERVICE: an earlier in-process test's wandb-core (the run must start and report its own, as a user's does)
+    env = {k: v for k, v in os.environ.items()
+           if k not in ("WANDB_SILENT", "WANDB_QUIET", "SLURM_JOB_ID", "WANDB_SERVICE")}
     env.update(PATH=f"{fake_bin}{os.pathsep}{env.get('PATH', '')}", PYTHONPATH=str(REPO),
                HF_DATASETS_CACHE=str(tmp / "hf-datasets"), WANDB_MODE="offline")
     res = subprocess.run([sys.executable, "-m", "rewarm", *args], cwd=tmp, env=env, capture_output=True, text=True,
