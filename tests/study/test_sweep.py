@@ -116,7 +116,6 @@ def test_a_sweep_of_finished_runs_runs_nothing(tmp_path: Path, config: Path) -> 
 
 def test_failed_runs_are_reported_by_name_and_the_sweep_goes_on(tmp_path: Path, config: Path) -> None:
     """In process: the training of both runs fails (their data files are missing); both are attempted."""
-    pytest.importorskip("rewarm.training.run")
     runs = [SweepRun("first"), SweepRun("second"), SweepRun("done")]
     write_run(tmp_path / "runs" / "g", "done")
     with pytest.raises(SweepFailed) as info:

@@ -38,7 +38,6 @@ def wait_for_step(metrics: Path, proc: subprocess.Popen, step: int, timeout_s: f
 
 @pytest.mark.slow
 def test_interrupted_sweep_resumes_its_unfinished_run(tiny_world: dict[str, Path], tmp_path: Path) -> None:
-    pytest.importorskip("rewarm.training.run")
     from rewarm.checkpoints.store import PREEMPTED_EXIT_CODE
 
     config = tmp_path / "empty.yaml"

@@ -15,7 +15,6 @@ from tests.conftest import tiny_overrides
 
 @pytest.fixture(scope="module")
 def swept(tiny_world: dict[str, Path], tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, list[str], list[Path]]:
-    pytest.importorskip("rewarm.training.run")
     root = tmp_path_factory.mktemp("sweep")
     config = root / "empty.yaml"
     config.write_text("{}\n")
