@@ -3,8 +3,8 @@ example configs and SLURM templates, and, installed (not editable) into a fresh 
 declares, runs `rewarm demo --quick` and `rewarm slurm CONFIG --dry-run` from an empty directory, away from any
 checkout.
 
-The virtualenv borrows nothing from the test's environment (no .pth line, no site directory, no system site
-packages): torch==2.13.0 (the CPU build) is installed first, as a user without a GPU would, then the wheel, its
+The virtualenv borrows nothing from the test's environment (its import path holds only its own site-packages and
+the interpreter's standard library, no system site packages): torch==2.13.0 (the CPU build) is installed first, as a user without a GPU would, then the wheel, its
 dependencies resolved by pip (from its cache when warm, else from the package index). No extra is installed, so
 lm-evaluation-harness is absent: the demo runs without its downstream tasks and says so, and a config that needs
 it is refused with one message.
@@ -16,7 +16,6 @@ import os
 import shutil
 import subprocess
 import sys
-import sysconfig
 import tarfile
 import zipfile
 from pathlib import Path
@@ -110,17 +109,22 @@ def venv(dists: tuple[Path, Path], tmp_path_factory: pytest.TempPathFactory) -> 
     return venv
 
 
+def _venv_or_stdlib(entry: Path, venv: Path, base: Path) -> bool:
+    return entry.is_relative_to(venv) or (entry.is_relative_to(base) and "site-packages" not in entry.parts)
+
+
 def test_the_virtualenv_borrows_nothing_and_lacks_the_extras(venv: Path, tmp_path: Path) -> None:
     cfg = (venv / "pyvenv.cfg").read_text()
     assert "include-system-site-packages = false" in cfg
-    code = ("import importlib.util as u, sys, sysconfig; print(sysconfig.get_path('purelib')); "
+    code = ("import importlib.util as u, sys, sysconfig; print(sysconfig.get_path('purelib')); print(sys.base_prefix); "
             "print([m for m in ('lm_eval', 'deepspeed', 'flash_attn') if u.find_spec(m)]); print('\\n'.join(sys.path))")
-    site, extras, *path = _run([str(venv / "bin" / "python"), "-c", code], cwd=tmp_path, env=_env()).stdout.splitlines()
+    out = _run([str(venv / "bin" / "python"), "-c", code], cwd=tmp_path, env=_env()).stdout.splitlines()
+    site, base, extras, *path = out
     assert Path(site).is_relative_to(venv) and extras == "[]"
-    ours = {Path(sysconfig.get_path(k)).resolve() for k in ("purelib", "platlib")}  # this environment's packages
-    assert not [p for p in path if p and Path(p).resolve() in ours], path
-    pth = [line for f in Path(site).glob("*.pth") for line in f.read_text().splitlines()]
-    assert not [line for line in pth if line.strip().startswith("/") and not Path(line.strip()).is_relative_to(venv)]
+    # Every entry of the import path (what a path-configuration line or a site directory would add to) is the
+    # venv's own or the interpreter's standard library (not its site-packages): nothing of this test's environment,
+    # the checkout or elsewhere
+    assert not [p for p in path if p and not _venv_or_stdlib(Path(p).resolve(), venv.resolve(), Path(base).resolve())], path
     _run([str(venv / "bin" / "python"), "-m", "pip", "check"], cwd=tmp_path, env=_env())  # every declared dependency
 
 
