@@ -1,0 +1,23 @@
+"""Several ``rewarm train`` runs one after the other in the same ``torchrun`` processes (one start-up of torch,
+Lightning and DeepSpeed for all of them): ``multi_train.py CONFIG RUNS_JSON`` where RUNS_JSON is a list of
+override lists. Exit code: the first non-zero one."""
+
+from __future__ import annotations
+
+import json
+import sys
+
+
+def main(argv: list[str]) -> int:
+    from rewarm.cli import main as cli
+
+    config, runs = argv[0], json.loads(argv[1])
+    for overrides in runs:
+        rc = cli(["train", config, *overrides])
+        if rc:
+            return rc
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main(sys.argv[1:]))
