@@ -1,6 +1,8 @@
 """Several ``rewarm train`` runs one after the other in the same ``torchrun`` processes (one start-up of torch,
 Lightning and DeepSpeed for all of them): ``multi_train.py CONFIG RUNS_JSON`` where RUNS_JSON is a list of
-override lists. Exit code: the first non-zero one."""
+override lists. Each run starts its own process group (a finished run may leave one on some ranks only). At most
+one DeepSpeed run per process: a second one cannot set up its communication again. Exit code: the first non-zero
+one."""
 
 from __future__ import annotations
 
@@ -9,6 +11,8 @@ import sys
 
 
 def main(argv: list[str]) -> int:
+    import torch.distributed as dist
+
     from rewarm.cli import main as cli
 
     config, runs = argv[0], json.loads(argv[1])
@@ -16,6 +20,8 @@ def main(argv: list[str]) -> int:
         rc = cli(["train", config, *overrides])
         if rc:
             return rc
+        if dist.is_initialized():
+            dist.destroy_process_group()
     return 0
 
 
