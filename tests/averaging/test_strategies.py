@@ -1,10 +1,9 @@
-"""Two CPU processes (gloo) under DDP (EMA on rank 0 only: ``device: cpu``), FSDP2, DeepSpeed ZeRO-2 and ZeRO-3,
-run one after the other in one ``torchrun``: the averaged validation each logs equals a one-process evaluation of
-the EMA its checkpoint holds (assembled from the per-rank shards), and every strategy trains and averages alike."""
+"""Two CPU processes (gloo) under DDP (EMA on rank 0 only: ``device: cpu``), FSDP2, DeepSpeed ZeRO-2 and ZeRO-3:
+the averaged validation each logs equals a one-process evaluation of the EMA its checkpoint holds (assembled from
+the per-rank shards), and every strategy trains and averages alike."""
 
 from __future__ import annotations
 
-import json
 import subprocess
 import sys
 from pathlib import Path
@@ -27,30 +26,25 @@ STRATEGIES = {
 }
 
 
-# One torchrun per group, both at once: DeepSpeed cannot start a second engine's communication in a process that
-# has run one (its backend outlives the process group), so ZeRO-3 runs in processes of its own.
-GROUPS = (("ddp", "fsdp", "zero2"), ("zero3",))
-
-
 @pytest.fixture(scope="module")
 def runs(tiny_world, tmp_path_factory) -> Path:
+    """One ``torchrun`` per strategy, all at once (their start-ups overlap: the imports dominate)."""
     tmp = tmp_path_factory.mktemp("avg_strategies")
     config = tmp / "empty.yaml"
     config.write_text("{}\n")
     base = scale_overrides(tiny_world, tmp, trainer__val_every_steps=2, checkpoint__every_steps=2,
                            averaging__ema_decay=0.5)
     env = {k: v for k, v in subprocess_env().items() if k != "WANDB_SERVICE"}
-    procs = []
-    for i, group in enumerate(GROUPS):
-        specs = [[*base, f"run.name={name}", *STRATEGIES[name]] for name in group]
-        cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc-per-node=2",
-               str(Path(__file__).with_name("multi_train.py")), str(config), json.dumps(specs)]
-        log = open(tmp / f"train{i}.log", "w")  # noqa: SIM115 - closed below
-        procs.append((subprocess.Popen(cmd, cwd=REPO, env=env, stdout=log, stderr=subprocess.STDOUT), log))
-    for i, (proc, log) in enumerate(procs):
+    procs = {}
+    for name, extra in STRATEGIES.items():
+        cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc-per-node=2", "-m", "rewarm",
+               "train", str(config), *base, f"run.name={name}", *extra]
+        log = open(tmp / f"{name}.log", "w")  # noqa: SIM115 - closed below
+        procs[name] = (subprocess.Popen(cmd, cwd=REPO, env=env, stdout=log, stderr=subprocess.STDOUT), log)
+    for name, (proc, log) in procs.items():
         rc = proc.wait(timeout=TIMEOUT_S)
         log.close()
-        assert rc == 0, tail(tmp / f"train{i}.log")
+        assert rc == 0, tail(tmp / f"{name}.log")
     return tmp
 
 
