@@ -85,52 +85,71 @@ def multi_power_ld(lrs: np.ndarray, steps: np.ndarray, C: float, beta: float, ga
     """``LD(n)`` (without its factor B) for every n in ``steps``, in O(T + len(steps)·chunks) memory.
 
     Exact when at most ``chunks`` steps change the LR; otherwise those changes are grouped in ``chunks`` runs of
-    consecutive changes, each counted at its middle, except the last two chunks' worth before n, counted exactly.
+    consecutive changes, each counted at its middle, except the last ``NEAR`` chunks before n, counted exactly.
     """
-    lrs = np.asarray(lrs, dtype=np.float64)
     steps = np.asarray(steps, dtype=np.int64)
-    area = forward_area(lrs)  # area[n] = Σ_{τ<n} η_τ
-    k = np.flatnonzero(np.diff(lrs)) + 1  # steps whose LR differs from the previous one
-    d = lrs[k - 1] - lrs[k]
-    if len(k) <= chunks:
-        return _ld_exact(area, lrs, k, d, steps, C, beta, gamma)
-    size = -(-len(k) // chunks)
-    edges = np.arange(0, len(k), size)
-    mid = np.minimum(edges + size // 2, len(k) - 1)
-    kc, dc = k[mid], np.add.reduceat(d, edges)
+    kernel = LdKernel(lrs, chunks)
     out = np.empty(len(steps))
-    for lo, hi in _blocks(len(steps), len(edges) + NEAR * size):
-        n = steps[lo:hi]
-        last = np.searchsorted(k, n, "left") - 1  # index of the last change before n
-        exact_from = np.maximum(last // size - (NEAR - 1), 0) * size  # the last NEAR chunks: exactly
-        far = edges[None, :] + size <= exact_from[:, None]
-        x = _g(area, lrs, kc[None, :], n[:, None], C, beta, gamma)
-        total = np.where(far, dc[None, :] * x, 0.0).sum(axis=1)
-        j = np.minimum(exact_from[:, None] + np.arange(NEAR * size)[None, :], len(k) - 1)
-        ok = (exact_from[:, None] + np.arange(NEAR * size)[None, :] < len(k)) & (k[j] < n[:, None])
-        near = _g(area, lrs, k[j], n[:, None], C, beta, gamma)
-        out[lo:hi] = total + np.where(ok, d[j] * near, 0.0).sum(axis=1)
+    for lo, hi in _blocks(len(steps), kernel.width):
+        s, eta, d = kernel.rows(steps[lo:hi])
+        out[lo:hi] = (d * g_terms(s, eta, C, beta, gamma)[0]).sum(axis=1)
     return out
 
 
-def _ld_exact(area: np.ndarray, lrs: np.ndarray, k: np.ndarray, d: np.ndarray, steps: np.ndarray,
-              C: float, beta: float, gamma: float) -> np.ndarray:
-    out = np.empty(len(steps))
-    for lo, hi in _blocks(len(steps), max(len(k), 1)):
-        n = steps[lo:hi, None]
-        g = _g(area, lrs, k[None, :], n, C, beta, gamma)
-        out[lo:hi] = np.where(k[None, :] < n, d[None, :] * g, 0.0).sum(axis=1)
-    return out
+class LdKernel:
+    """The multi-power sum's terms for one LR sequence: for each evaluated n, the pairs (S_k(n), η_k) and weights
+    d_k = η_{k-1} - η_k of the steps (or chunks of steps) that change the LR. Padding has weight 0."""
+
+    def __init__(self, lrs: np.ndarray, chunks: int = CHUNKS) -> None:
+        self.lrs = np.asarray(lrs, dtype=np.float64)
+        self.area = forward_area(self.lrs)  # area[n] = Σ_{τ<n} η_τ
+        self.k = np.flatnonzero(np.diff(self.lrs)) + 1  # steps whose LR differs from the previous one
+        self.d = self.lrs[self.k - 1] - self.lrs[self.k]
+        self.size = max(1, -(-len(self.k) // chunks)) if len(self.k) > chunks else 1
+        if self.size == 1:
+            self.width = max(len(self.k), 1)
+            return
+        self.edges = np.arange(0, len(self.k), self.size)
+        self.kc = self.k[np.minimum(self.edges + self.size // 2, len(self.k) - 1)]
+        self.dc = np.add.reduceat(self.d, self.edges)
+        self.width = len(self.edges) + NEAR * self.size
+
+    def rows(self, n: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """(S, η, d) of shape (len(n), width) for the evaluated step counts ``n``."""
+        n = np.asarray(n, dtype=np.int64)
+        if self.size == 1:
+            k = np.broadcast_to(self.k[None, :], (len(n), len(self.k)))
+            return self._terms(k, n, np.where(k < n[:, None], self.d[None, :], 0.0))
+        last = np.searchsorted(self.k, n, "left") - 1  # the last change before n
+        exact_from = np.maximum(last // self.size - (NEAR - 1), 0) * self.size  # the last NEAR chunks: exactly
+        far = self.edges[None, :] + self.size <= exact_from[:, None]
+        j = exact_from[:, None] + np.arange(NEAR * self.size)[None, :]
+        jj = np.minimum(j, len(self.k) - 1)
+        near = (j < len(self.k)) & (self.k[jj] < n[:, None])
+        k = np.concatenate([np.broadcast_to(self.kc[None, :], far.shape), self.k[jj]], axis=1)
+        d = np.concatenate([np.where(far, self.dc[None, :], 0.0), np.where(near, self.d[jj], 0.0)], axis=1)
+        return self._terms(k, n, d)
+
+    def _terms(self, k: np.ndarray, n: np.ndarray, d: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        s = np.clip(self.area[np.minimum(n, len(self.area) - 1)][:, None] - self.area[k], 0.0, None)
+        return s, self.lrs[k], np.where(s > 0, d, 0.0)
 
 
-def _g(area: np.ndarray, lrs: np.ndarray, k: np.ndarray, n: np.ndarray, C: float, beta: float,
-       gamma: float) -> np.ndarray:
-    """``G(η_k^(-γ)·S_k(n))`` broadcast over k and n (0 where k >= n)."""
-    s = np.clip(area[np.minimum(n, len(area) - 1)] - area[k], 0.0, None)
-    eta = lrs[k]
+def g_terms(s: np.ndarray, eta: np.ndarray, C: float, beta: float, gamma: float,
+            grad: bool = False) -> tuple[np.ndarray, ...]:
+    """``G(η^(-γ)·S)`` and, with ``grad``, its derivatives in C, β and γ (0 where S = 0; G = 1 where η = 0)."""
     with np.errstate(divide="ignore", invalid="ignore", over="ignore"):
-        x = np.where(s > 0, np.where(eta > 0, eta ** (-gamma), np.inf) * s, 0.0)
-        return 1.0 - (C * x + 1.0) ** (-beta)
+        pos = (s > 0) & (eta > 0)
+        x = np.where(pos, np.where(eta > 0, eta, 1.0) ** (-gamma) * s, 0.0)
+        u = 1.0 + C * x
+        g = np.where((s > 0) & (eta <= 0), 1.0, 1.0 - u ** (-beta))
+        if not grad:
+            return (g,)
+        du = beta * u ** (-beta - 1.0)
+        d_c = np.where(pos, du * x, 0.0)
+        d_beta = np.where(pos, u ** (-beta) * np.log(u), 0.0)
+        d_gamma = np.where(pos, du * C * -np.log(np.where(pos, eta, 1.0)) * x, 0.0)
+        return g, d_c, d_beta, d_gamma
 
 
 def _blocks(n: int, width: int) -> list[tuple[int, int]]:
