@@ -13,10 +13,11 @@ from rewarm.errors import ConfigError
 
 ATTN = ("auto", "flash_attention_2", "sdpa", "eager")
 PRETRAINING_PRESETS = ("pythia",)
-#: Pythia's peak LR by model size (Biderman et al. 2023, Table 6; EleutherAI/pythia configs): NeoX clamped cosine over
-#: 143000 steps, 1 % warmup, floor 0.1 x peak.
-PYTHIA_MAX_LR = {"14m": 1e-3, "31m": 1e-3, "70m": 1e-3, "160m": 6e-4, "410m": 3e-4, "1b": 3e-4, "1.4b": 2e-4,
-                 "2.8b": 1.6e-4, "6.9b": 1.2e-4, "12b": 1.2e-4}
+#: Pythia's peak LR by model size, from EleutherAI/pythia's models/<size>/pythia-<size>.yml (the GPT-NeoX configs it
+#: was trained with): NeoX cosine over 143000 steps (lr-decay-iters = train-iters), 1 % warmup, min_lr 0.1 x peak.
+#: The paper's table gives 3e-4 for 1b; its config file says 2.5e-4 (min 2.5e-5), used here.
+PYTHIA_MAX_LR = {"70m": 1e-3, "160m": 6e-4, "410m": 3e-4, "1b": 2.5e-4, "1.4b": 2e-4, "2.8b": 1.6e-4, "6.9b": 1.2e-4,
+                 "12b": 1.2e-4}
 PYTHIA_STEPS = 143_000
 
 
