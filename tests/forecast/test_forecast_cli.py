@@ -28,6 +28,21 @@ def study(tmp_path_factory: pytest.TempPathFactory) -> Path:
     return root
 
 
+@pytest.fixture(scope="module")
+def fitted(study: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """FIT.json of the three study runs, fitted on their first half through the command (no intervals)."""
+    import contextlib
+    import io
+
+    fit = tmp_path_factory.mktemp("fit") / "FIT.json"
+    out = io.StringIO()
+    with contextlib.redirect_stdout(out):
+        code = main(["forecast", "fit", *map(str, sorted(study.iterdir())), "--out", str(fit), "--anneal", "momentum",
+                     "--until-fraction", "0.5", "--no-intervals"])
+    assert code == 0 and "up (upstream)" in out.getvalue() and "down (downstream)" in out.getvalue(), out.getvalue()
+    return fit
+
+
 def config_file(tmp_path: Path, extra: list[str]) -> Path:
     from rewarm import config as rc
     from tests.forecast.synth import config
@@ -54,12 +69,9 @@ def test_fit_and_predict_curves_json(tmp_path: Path, capsys: pytest.CaptureFixtu
     assert sets["loss"]["low"] <= sets["loss"]["final_loss"] <= sets["loss"]["high"]
 
 
-def test_fit_run_dirs_and_predict_a_config_and_a_sweep(study: Path, tmp_path: Path,
+def test_fit_run_dirs_and_predict_a_config_and_a_sweep(fitted: Path, tmp_path: Path,
                                                         capsys: pytest.CaptureFixture[str]) -> None:
-    fit = tmp_path / "FIT.json"
-    code, out, _ = run(capsys, "forecast", "fit", *sorted(study.iterdir()), "--out", fit, "--anneal", "momentum",
-                       "--until-fraction", "0.5", "--no-intervals")
-    assert code == 0 and "up (upstream)" in out and "down (downstream)" in out, out
+    fit = fitted
     recipe = config_file(tmp_path, [*RECIPES["wsd"], "run.name=wsd"])
     code, out, _ = run(capsys, "forecast", "predict", fit, recipe, "--json")
     doc = json.loads(out)
@@ -98,9 +110,8 @@ def test_runs_that_cannot_share_a_fit_are_refused(study: Path, tmp_path: Path,
     assert "8 measured losses for 14 free parameters" in err
 
 
-def test_predict_refusals(study: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
-    fit = tmp_path / "FIT.json"
-    assert run(capsys, "forecast", "fit", *sorted(study.iterdir()), "--out", fit, "--no-intervals")[0] == 0
+def test_predict_refusals(fitted: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    fit = fitted
     other = config_file(tmp_path, ["model.name_or_path=/nonexistent/other-base"])
     assert "/nonexistent/other-base" in refused(capsys, "forecast", "predict", fit, other)
     new_set = config_file(tmp_path, ["data.val.extra.paths=[/nonexistent/x.jsonl]"])
