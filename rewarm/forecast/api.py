@@ -18,7 +18,8 @@ from rewarm.forecast.fitfile import Fit, SetFit, SetForecast
 from rewarm.forecast.law import ANNEAL_FORMS, LawInput, predict
 
 DEFAULT_ANNEAL = "momentum"
-"""The annealing form ``fit`` uses without ``--anneal`` (the more accurate on the published curves: benchmarks/forecast_mpl.py)."""
+"""The annealing form ``fit`` uses without ``--anneal``: the more accurate on Luo et al.'s published curves
+(benchmarks/forecast_mpl.py: worst held-out final-loss error 0.78 % against 1.20 % for multi_power)."""
 LAWS = ("cpt",)
 Z80 = 1.2815515655446004  # the 90th percentile of a standard normal: an 80 % two-sided interval
 

@@ -39,7 +39,7 @@ def _parser() -> argparse.ArgumentParser:
     f.add_argument("--out", required=True, type=Path, help="where to write FIT.json")
     f.add_argument("--law", default="cpt", choices=api.LAWS, help="the law (cpt: continual pre-training)")
     f.add_argument("--anneal", choices=ANNEAL_FORMS, default=None,
-                   help=f"annealing term (default {api.DEFAULT_ANNEAL}, the more accurate on the published curves)")
+                   help=f"annealing term (default {api.DEFAULT_ANNEAL}: the more accurate on the published curves, benchmarks/forecast_mpl.py)")
     until = f.add_mutually_exclusive_group()
     until.add_argument("--until-step", type=int, default=None, help="fit only the points up to this step")
     until.add_argument("--until-fraction", type=float, default=None, help="fit only the first fraction of each run")
