@@ -21,13 +21,15 @@ from rewarm.averaging.config import AveragingConfig
 from rewarm.checkpoints.config import CheckpointConfig, ResumeConfig
 from rewarm.data.config import DataConfig
 from rewarm.errors import ConfigError, key_prefix
+from rewarm.forecast.config import ForecastConfig
 from rewarm.model.config import ModelConfig
 from rewarm.schedules.config import ScheduleConfig, validate_schedule
 from rewarm.tasks.config import TasksConfig
 from rewarm.training.config import DeepSpeedConfig, LoggingConfig, OptimizerConfig, TrainerConfig, WandbConfig
 
 __all__ = [
-    "AveragingConfig", "BatchPlan", "CheckpointConfig", "DataConfig", "DeepSpeedConfig", "LoggingConfig", "ModelConfig", "OptimizerConfig",
+    "AveragingConfig", "BatchPlan", "CheckpointConfig", "DataConfig", "DeepSpeedConfig", "ForecastConfig", "LoggingConfig",
+    "ModelConfig", "OptimizerConfig",
     "ResumeConfig", "RunConfig", "RunSection", "ScheduleConfig", "TasksConfig", "TrainerConfig", "WandbConfig",
     "batch_plan", "config_parser", "flatten", "load", "load_or_report", "to_dict", "to_yaml",
 ]
@@ -62,6 +64,7 @@ class RunConfig:
     logging: LoggingConfig = field(default_factory=LoggingConfig)
     tasks: TasksConfig = field(default_factory=TasksConfig)
     averaging: AveragingConfig = field(default_factory=AveragingConfig)
+    forecast: ForecastConfig = field(default_factory=ForecastConfig)
 
     @property
     def run_dir(self) -> Path:
@@ -69,7 +72,7 @@ class RunConfig:
 
     def validate(self) -> None:
         for section in ("run", "model", "data", "trainer", "optimizer", "schedule", "checkpoint", "logging", "tasks",
-                        "averaging"):
+                        "averaging", "forecast"):
             with key_prefix(section):
                 getattr(self, section).validate()
         plan = batch_plan(self)
