@@ -16,7 +16,7 @@ COMMANDS: dict[str, tuple[str, str, str]] = {
     "demo": ("rewarm.demo.cli", "main", "the offline demo: build corpora, a base model, and run the rewarm study"),
     "sweep": ("rewarm.study.cli", "sweep_main", "run a grid / list of override sets one after another"),
     "compare": ("rewarm.study.cli", "compare_main", "compare run directories: figures and report.md"),
-    "export": ("rewarm.checkpoints.cli", "export_main", "write a Hugging Face directory from a run or checkpoint"),
+    "export": ("rewarm.averaging.cli", "export_main", "write a Hugging Face directory from a run or checkpoint (--averaged: its EMA)"),
     "average": ("rewarm.averaging.cli", "average_main", "average checkpoints of a run into a Hugging Face directory"),
     "slurm": ("rewarm.launch.cli", "main", "render (and submit) a SLURM batch script for a config"),
     "tokenize": ("rewarm.data.megatron.cli", "tokenize_main", "tokenize a text source once into .bin + .idx (GPT-NeoX format)"),

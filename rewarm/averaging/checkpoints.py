@@ -177,3 +177,44 @@ def average_checkpoints(sources: list[Path], out: Path, *, last: int | None = No
     model.save_pretrained(out)
     tokenizer.save_pretrained(out)
     return sel
+
+
+def export_averaged(source: Path, out: Path) -> Path:
+    """``rewarm export --averaged``: the EMA a checkpoint holds (a run directory: its newest valid checkpoint), as
+    a Hugging Face directory in the run's ``model.dtype`` with its tokenizer. A checkpoint without an EMA (a run
+    with averaging off, or before ``averaging.start_step``) is refused."""
+    import torch
+
+    from rewarm.averaging.state import ema_info, read_ema
+    from rewarm.checkpoints.export import load_weights, model_state_dict, resolve_checkpoint, run_model
+
+    ckpt, run_dir = resolve_checkpoint(source)
+    if ema_info(ckpt) is None:
+        raise ResumeError(f"{ckpt} holds no averaged weights: the run had no averaging (set averaging.ema_decay or "
+                          "averaging.ema_halflife_tokens), or it saved this checkpoint before its first EMA update "
+                          "(averaging.start_step). Export the raw weights without --averaged")
+    model, tokenizer, cfg = run_model(run_dir)
+    if any(name in model.state_dict() for name, _ in model.named_buffers()):  # persistent buffers: the checkpoint's
+        load_weights(model, model_state_dict(ckpt), ckpt)
+    set_parameters(model, read_ema(ckpt), ckpt)
+    model.to(getattr(torch, cfg.model.dtype))
+    out.mkdir(parents=True, exist_ok=True)
+    model.save_pretrained(out)
+    tokenizer.save_pretrained(out)
+    log.info("exported the EMA of %s to %s", ckpt, out)
+    return out
+
+
+def set_parameters(model: Any, weights: dict[str, Any], source: Path) -> None:
+    """Copy ``weights`` (every parameter of ``model`` by name, nothing else, the same shapes) into the model."""
+    import torch
+
+    params = dict(model.named_parameters())
+    missing, extra = sorted(set(params) - set(weights)), sorted(set(weights) - set(params))
+    wrong = [k for k in params.keys() & weights.keys() if tuple(params[k].shape) != tuple(weights[k].shape)]
+    if missing or extra or wrong:
+        raise ResumeError(f"{source}: the averaged weights do not match the model (missing {missing[:5]}, "
+                          f"unexpected {extra[:5]}, other shapes {wrong[:5]})")
+    with torch.no_grad():
+        for name, p in params.items():
+            p.copy_(weights[name])

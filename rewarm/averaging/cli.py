@@ -1,4 +1,6 @@
-"""``rewarm average``: checkpoints of one run averaged into a Hugging Face directory (``rewarm.averaging.checkpoints``)."""
+"""``rewarm average`` (checkpoints of one run averaged into a Hugging Face directory) and ``rewarm export``, whose
+``--averaged`` exports the EMA a checkpoint holds (``rewarm.averaging.checkpoints``); without it, the checkpoint's
+own weights (``rewarm.checkpoints.cli``)."""
 
 from __future__ import annotations
 
@@ -36,4 +38,23 @@ def average_main(argv: list[str]) -> int:
     for ckpt, w in zip(sel.checkpoints, sel.weights, strict=True):
         print(f"averaged: {ckpt} (weight {w:.6g})")
     print(f"exported: {args.out}")
+    return 0
+
+
+def export_main(argv: list[str]) -> int:
+    from rewarm.checkpoints.cli import export_parser, export_weights
+
+    p = export_parser()
+    p.add_argument("--averaged", action="store_true",
+                   help="export the averaged weights (the EMA, averaging.*) the checkpoint holds, not its own")
+    args = p.parse_args(argv)
+    if not args.averaged:
+        return export_weights(Path(args.source), Path(args.out))
+    from rewarm.averaging.checkpoints import export_averaged
+
+    try:
+        out = export_averaged(Path(args.source), Path(args.out))
+    except (ConfigError, ResumeError) as e:
+        return report(e)
+    print(f"exported (averaged): {out}")
     return 0
