@@ -32,6 +32,7 @@ HARMLESS: tuple[str, ...] = (
     "trainer.deepspeed.allgather_bucket_size", "trainer.deepspeed.reduce_bucket_size",
     "optimizer.fused",
     "checkpoint.", "resume.", "logging.",
+    "averaging.",  # the EMA is read beside the run, never fed back into it: changes are logged (rewarm.averaging)
 )
 
 

@@ -261,6 +261,9 @@ class Checkpointer:
         try:
             checkpoint = trainer._checkpoint_connector.dump_checkpoint(False)  # collective (our on_save_checkpoint)
             trainer.strategy.save_checkpoint(checkpoint, tmp / STATE)  # DeepSpeed: every rank writes its shards
+            write_sharded = getattr(trainer.lightning_module, "write_sharded_state", None)
+            if write_sharded is not None:  # each rank's part of what the module shards itself (the EMA)
+                write_sharded(tmp / STATE)
             return None
         except (OSError, DiskFullError) as e:
             if not is_disk_full(e):

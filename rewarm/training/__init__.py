@@ -4,6 +4,6 @@ Owns ``rewarm train`` and ``rewarm check`` (``cli``), the run plan (``plan``), o
 LightningModule (``module``), DDP / DeepSpeed / FSDP2 strategies (``strategies``), progress and signal callbacks
 (``callbacks``), ``metrics.csv`` (``metrics``) and FLOPs / MFU (``perf``).
 
-May import: the config, errors, checkpoints, evaluation, tasks, data, model, schedules and faults. Imported by:
-the study, the demo and the command line. Nothing heavy at package level.
+May import: the config, errors, averaging, checkpoints, evaluation, tasks, data, model, schedules and faults.
+Imported by: the study, the demo and the command line. Nothing heavy at package level.
 """

@@ -14,7 +14,7 @@ from typing import Any
 import lightning as L
 import torch
 
-from rewarm.evaluation.perplexity import SetResult, evaluate_rows, role_metrics, token_nll
+from rewarm.evaluation.perplexity import SetResult, evaluate_rows, perplexity, role_metrics, token_nll
 from rewarm.evaluation.valsets import ValSet
 from rewarm.faults.nonfinite import NonfiniteGuard, is_finite, poison_nonfinite
 
@@ -73,6 +73,7 @@ class RewarmModule(L.LightningModule):
         source_names: list[str],
         state_metrics: Callable[[Any], dict[str, float]] = lambda s: {},
         after_step: Callable[[Any, int], None] | None = None,
+        averager: Any = None,
     ) -> None:
         super().__init__()
         self.model = model
@@ -84,6 +85,7 @@ class RewarmModule(L.LightningModule):
         self.source_names = source_names
         self.state_metrics = state_metrics
         self.after_step = after_step  # (trainer, steps done) -> None: checkpoints, exports, signals
+        self.averager = averager  # rewarm.averaging.averager.Averager: the EMA of the weights (None: off)
         self.start_losses: dict[str, float] = {}  # val loss at step 0, per set (kept in checkpoints)
         self._source_tokens_base = [0] * len(source_names)  # all ranks' tokens per source up to the resume point
         self._source_rows = torch.zeros(len(source_names), dtype=torch.float64)  # this rank's rows since, on host
@@ -201,6 +203,8 @@ class RewarmModule(L.LightningModule):
         if self._row:
             self._defer_emit(step, self.tokens_seen - self.steps.tokens_per_step)
         self._reset_step_accumulators()
+        if self.averager is not None:  # before the step's checkpoint, which holds the EMA of this step
+            self.averager.after_step(self.trainer, self.model, self.global_step)
         if self.after_step is not None:
             self.after_step(self.trainer, self.global_step)
 
@@ -308,6 +312,7 @@ class RewarmModule(L.LightningModule):
     def _run_eval(self, step: int) -> None:
         t0 = time.perf_counter()
         results = self.evaluate()
+        averaged = None if self.averager is None else self.averager.evaluate(self.trainer, self.model, self.evaluate)
         if self._t_last is not None:  # keep evaluation time out of perf/tokens_per_sec
             self._t_last += time.perf_counter() - t0
         for vs in self.val_sets:
@@ -316,6 +321,8 @@ class RewarmModule(L.LightningModule):
                 self.start_losses[vs.name] = res.loss
             self._row.update(res.metrics(vs.name, vs.subset_weights))
             self._row.update(role_metrics(vs.name, vs.role, res.loss, self.start_losses.get(vs.name)))
+        for name, res in (averaged or {}).items():  # the EMA's weights (rewarm.averaging), same sets
+            self._row.update({f"val_avg/{name}/loss": res.loss, f"val_avg/{name}/ppl": perplexity(res.loss)})
         self._evaluated_step = step
 
     def add_eval_metrics(self, metrics: dict[str, float], seconds: float) -> None:
@@ -365,7 +372,14 @@ class RewarmModule(L.LightningModule):
             "final_metrics": self.final_metrics or None,
             "rng": gather_objects(rng_state(), self.trainer.world_size),
             "nonfinite": self.nonfinite.state_dict(),
+            "ema": self.averager.checkpoint_state() if self.averager is not None else None,
         }
+
+    def write_sharded_state(self, state_dir: Any) -> None:
+        """Called by the checkpoint store on every rank after the strategy wrote ``state_dir``: this rank's part of
+        the EMA under sharded strategies (``rewarm.averaging.state``)."""
+        if self.averager is not None:
+            self.averager.write_shard(state_dir)
 
     def on_load_checkpoint(self, checkpoint: dict[str, Any]) -> None:
         state = checkpoint.get("rewarm", {})
@@ -377,11 +391,22 @@ class RewarmModule(L.LightningModule):
         self.nonfinite.load_state_dict(state.get("nonfinite"))
         if state.get("final_metrics") is not None:
             self.final_metrics = dict(state["final_metrics"])
+        self._load_ema(state.get("ema"))
         rng = state.get("rng")
         if isinstance(rng, list):  # one state per rank; a different world size reuses them round-robin
             rng = rng[self.global_rank % len(rng)]
         if rng:
             set_rng_state(rng)
+
+    def _load_ema(self, ema: dict[str, Any] | None) -> None:
+        if self.averager is None:
+            if ema:
+                log.info("averaging is off: the checkpoint's EMA (%d updates) is not carried on", ema["updates"])
+            return
+        from pathlib import Path
+
+        ckpt_path = getattr(self.trainer, "ckpt_path", None)
+        self.averager.load(ema, Path(ckpt_path) if ckpt_path else None, self.global_rank)
 
 
 def rng_state() -> dict[str, Any]:

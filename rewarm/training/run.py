@@ -20,6 +20,7 @@ log = logging.getLogger(__name__)
 
 
 def build_module(cfg: RunConfig, plan: BatchPlan, model: Any, tokenizer: Any, val_sets: list[Any]) -> Any:
+    from rewarm.averaging.averager import build_averager
     from rewarm.data import build_train_loader, state_metrics
     from rewarm.schedules import build_scheduler
     from rewarm.training.module import OptimSettings, RewarmModule, StepSettings
@@ -49,7 +50,7 @@ def build_module(cfg: RunConfig, plan: BatchPlan, model: Any, tokenizer: Any, va
         scheduler_factory=partial(build_scheduler, cfg=cfg.schedule, total_steps=plan.max_steps,
                                   tokens_per_step=plan.tokens_per_step),
         loader_factory=loader_factory, val_sets=val_sets, source_names=sorted(cfg.data.train),
-        state_metrics=state_metrics,
+        state_metrics=state_metrics, averager=build_averager(cfg.averaging, plan.tokens_per_step),
     )
 
 
@@ -75,6 +76,8 @@ def metric_columns(cfg: RunConfig, val_sets: list[Any]) -> list[str]:
         if vs.subset_weights:
             cols.append(f"val/{vs.name}/loss_weighted")
         cols.append(f"forgetting/{vs.name}" if vs.role == "upstream" else f"adaptation/{vs.name}")
+        if cfg.averaging.enabled:  # the EMA's validation (rewarm.averaging)
+            cols += [f"val_avg/{vs.name}/loss", f"val_avg/{vs.name}/ppl"]
     return cols + ["perf/tokens_per_sec", "perf/mfu", "perf/peak_mem_gib", "perf/peak_rss_gib"]
 
 
@@ -223,7 +226,8 @@ def build_checkpointer(cfg: RunConfig, module: Any, tokenizer: Any, signals: Any
     checkpointer = Checkpointer(
         run_dir / "checkpoints", every_steps=c.every_steps, every_minutes=c.every_minutes,
         keep_last=c.keep_last, keep_every=c.keep_every,
-        info=lambda: {"tokens_seen": module.tokens_seen, "wandb_id": _read(run_dir / "wandb_id")},
+        info=lambda: {"tokens_seen": module.tokens_seen, "wandb_id": _read(run_dir / "wandb_id"),
+                      **(module.averager.manifest() if module.averager is not None else {})},
     )
     module.after_step = partial(_after_step, module=module, checkpointer=checkpointer, signals=signals,
                                 hf_every=c.hf_every_steps, tokenizer=tokenizer, run_dir=run_dir)
