@@ -16,6 +16,11 @@ metrics row, checkpoint checks), nothing of the bare step. Adjacent steps see th
 per-step ratio rewarm/bare cancels the noise of a shared machine; the result is the median over steps after
 the warm-up. Target <= 1.05. Also printed: the same on process CPU time, and the absolute extra ms per step.
 
+``ratio_ema=``: the cost of an EMA of the weights updated every step (``averaging.every_steps=1``): after each bare
+step the bare model's EMA is updated exactly as rewarm's averager does it (``rewarm.averaging``: the parameters
+as its one-process source lists them, one fused fp32 lerp) and timed; the ratio is the median over steps of
+(bare step + EMA update) / bare step, same process, same steps. Target <= 1.05.
+
     .venv/bin/python benchmarks/step_overhead.py [--quick] [--steps N] [--workers W] [--threads T]
     .venv/bin/python benchmarks/step_overhead.py --device cuda --workers 2 --steps 30   # on a GPU machine
 """
@@ -89,14 +94,36 @@ def _warmup_cosine(warm: int, total: int) -> Any:
     return f
 
 
+class EmaUpdater:
+    """rewarm's EMA update on the bare model: its parameters as ``rewarm.averaging.sources.ParamSource`` lists
+    them, averaged with ``rewarm.averaging.ema`` (fp32, one fused lerp); the first call starts the average."""
+
+    def __init__(self, model: Any) -> None:
+        from rewarm.averaging.sources import ParamSource
+
+        self.source = ParamSource(model, world_size=1, rank=0, device="same")
+        self.avg: list[Any] = []
+
+    def __call__(self) -> None:
+        from rewarm.averaging.ema import init_average, update_average
+
+        if not self.avg:
+            self.avg = init_average(self.source.tensors(), "same")
+        else:
+            update_average(self.avg, self.source.tensors(), 0.999)
+
+
 class Interleave:
     """Probe callback: at each ``on_train_batch_end`` mark the end of the rewarm step, run one bare step on
-    the same batch, mark its end. Intervals: rewarm = prev bare end -> this batch end; bare = its own span."""
+    the same batch, mark its end, then update an EMA of the bare model and mark its end. Intervals: rewarm =
+    prev EMA end -> this batch end; bare = its own span; ema = the update's span."""
 
     def __init__(self, bare: BareStepper) -> None:
         self.bare = bare
+        self.ema = EmaUpdater(bare.model)
         self.rewarm: list[Mark] = []
         self.bare_times: list[Mark] = []
+        self.ema_times: list[Mark] = []
         self._last: Mark | None = None
 
     def on_train_batch_end(self, trainer: Any, pl_module: Any, outputs: Any, batch: Any, batch_idx: int) -> None:
@@ -104,8 +131,11 @@ class Interleave:
         if self._last is not None:
             self.rewarm.append(_diff(self._last, now))
         self.bare.step(batch)
+        bare_end = _mark()
+        self.bare_times.append(_diff(now, bare_end))
+        self.ema()
         self._last = _mark()
-        self.bare_times.append(_diff(now, self._last))
+        self.ema_times.append(_diff(bare_end, self._last))
 
 
 def _mark() -> Mark:
@@ -146,6 +176,18 @@ def report(probe: Interleave, warmup: int) -> float:
           f"{C.median([x[0] for x in bare]) * 1e3:.1f} ms/step; median extra {extra_ms:.1f} ms/step", flush=True)
     print(f"CPU-time ratio (main process): {cpu:.4f}", flush=True)
     return wall
+
+
+def report_ema(probe: Interleave, warmup: int) -> float:
+    """Median over steps after the warm-up of (bare step + EMA update) / bare step (wall clock); printed."""
+    bare, ema = probe.bare_times[warmup + 1:], probe.ema_times[warmup + 1:]  # the first update only copies
+    ratio = C.median([(b[0] + e[0]) / b[0] for b, e in zip(bare, ema, strict=True)])
+    print(f"EMA update every step: {C.median([e[0] for e in ema]) * 1e3:.2f} ms/step beside a bare step of "
+          f"{C.median([b[0] for b in bare]) * 1e3:.1f} ms", flush=True)
+    print(f"target: ratio_ema <= 1.05 ({'met' if ratio <= 1.05 else 'MISSED'}); wall-clock, median of per-step "
+          "ratios", flush=True)
+    print(f"ratio_ema={ratio:.4f}", flush=True)
+    return ratio
 
 
 # ---------------------------------------------------------------- CUDA: timed spans, not interleaving
@@ -264,6 +306,7 @@ def main(argv: list[str] | None = None) -> float:
     with tempfile.TemporaryDirectory(prefix="bench_step_") as tmp:
         probe = run_interleaved(model, data, Path(tmp), s, args.workers)
     ratio = report(probe, s["warmup"])
+    report_ema(probe, s["warmup"])
     C.print_result("step_overhead", ratio, f"<= 1.05 ({'met' if ratio <= 1.05 else 'MISSED'}); wall-clock, "
                    "median of per-step ratios")
     return ratio

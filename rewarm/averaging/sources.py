@@ -49,8 +49,8 @@ class ParamSource:
     sharded = False
 
     def __init__(self, model: torch.nn.Module, *, world_size: int, rank: int, device: str) -> None:
-        self.params = [p for p in model.parameters() if p.requires_grad]
-        self.names = [n for n, p in model.named_parameters() if p.requires_grad]
+        self.named = [(n, p) for n, p in model.named_parameters() if p.requires_grad]
+        self.params = [p for _, p in self.named]
         self.kind = "ddp" if world_size > 1 else "single"
         self.broadcast = world_size > 1 and device == "cpu"
         self.holder = rank == 0 or not self.broadcast
@@ -62,7 +62,7 @@ class ParamSource:
     def fragments(self) -> dict[str, dict[str, Any]]:
         if not self.holder:
             return {}
-        return {n: _fragment(p.shape, 0, i, 0, p.numel()) for i, (n, p) in enumerate(zip(self.names, self.params))}
+        return {n: _fragment(p.shape, 0, i, 0, p.numel()) for i, (n, p) in enumerate(self.named)}
 
     @torch.no_grad()
     def swap_in(self, avg: list[torch.Tensor]) -> None:

@@ -44,6 +44,7 @@ class TaskEvalCallback(L.Callback):
         out = self.evaluator.evaluate(pl_module.model, self.tokenizer, rank=trainer.global_rank,
                                       world_size=trainer.world_size)
         pl_module.add_eval_metrics(row_metrics(out.values), out.seconds)
+        self._run_averaged(trainer, pl_module)
         self.evaluated_step = step
         if self._first and trainer.is_global_zero:
             for name, n in out.requests.items():
@@ -51,6 +52,16 @@ class TaskEvalCallback(L.Callback):
             log.info("task evaluation at step %d took %.1f s (%d tasks, %d requests; rank 0 of %d scored %d)", step,
                      out.seconds, len(out.requests), sum(out.requests.values()), trainer.world_size, out.scored_here)
         self._first = False
+
+    def _run_averaged(self, trainer: Any, pl_module: Any) -> None:
+        """The same tasks on the weights' EMA (``rewarm.averaging``, when on and started): ``task_avg/...``."""
+        averager = getattr(pl_module, "averager", None)
+        if averager is None or not averager.ready:
+            return
+        out = averager.evaluate(trainer, pl_module.model, lambda: self.evaluator.evaluate(
+            pl_module.model, self.tokenizer, rank=trainer.global_rank, world_size=trainer.world_size))
+        averaged = {"task_avg/" + k[len("task/"):]: v for k, v in row_metrics(out.values).items()}
+        pl_module.add_eval_metrics(averaged, out.seconds)
 
     def state_dict(self) -> dict[str, Any]:
         return {"evaluated_step": self.evaluated_step}

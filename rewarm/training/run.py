@@ -159,7 +159,10 @@ def run(cfg: RunConfig, signals: Any = None) -> Path:
     model = build_model(cfg, tokenizer)
     val_sets = build_val_sets(cfg, tokenizer)
     module = build_module(cfg, plan, model, tokenizer, val_sets)
-    loggers = build_loggers(cfg, run_dir, metric_columns(cfg, val_sets) + (tasks.columns if tasks else []))
+    task_cols = list(tasks.columns) if tasks else []
+    if cfg.averaging.enabled:  # the same tasks on the EMA's weights (rewarm.averaging)
+        task_cols += ["task_avg/" + c[len("task/"):] for c in task_cols if c.startswith("task/")]
+    loggers = build_loggers(cfg, run_dir, metric_columns(cfg, val_sets) + task_cols)
     signals = signals or SignalWatcher()
     checkpointer = build_checkpointer(cfg, module, tokenizer, signals)
     callbacks = [*build_callbacks(cfg.logging.progress), ReinstallSignals(signals), *([tasks] if tasks else [])]

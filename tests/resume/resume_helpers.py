@@ -98,9 +98,9 @@ def comparable_rows(metrics: Path) -> list[dict[str, str]]:
 
 
 def write_config(path: Path, world: dict[str, Any], *, num_workers: int, max_steps: int, global_batch: int,
-                 keep_every: int = 0) -> Path:
+                 keep_every: int = 0, averaging: str = "") -> Path:
     """A deterministic CPU run: seq_len 16, micro-batches of 2 rows, a checkpoint every 2 steps (newest 2 kept),
-    validation every 6 steps on two 4-row sets."""
+    validation every 6 steps on two 4-row sets. ``averaging``: the YAML mapping of an ``averaging`` section."""
     w = world["world"]
     r = w["root"]
     path.write_text(f"""\
@@ -118,6 +118,7 @@ trainer: {{max_steps: {max_steps}, micro_batch_size: 2, global_batch_size: {glob
 schedule: {{warmup_steps: 3, max_lr: 1.0e-3, min_lr: 1.0e-4}}
 logging: {{wandb: {{mode: disabled}}, progress: lines}}
 checkpoint: {{every_steps: 2, keep_last: 2, keep_every: {keep_every}}}
+{'averaging: ' + averaging if averaging else ''}
 """)
     return path
 

@@ -71,11 +71,13 @@ def _check_documents(world: dict[str, Any], record: Path, streams: int, accum: i
 
 
 def test_kill9_at_random_steps_and_mid_checkpoint_then_identical(resume_world: dict[str, Any], tmp_path: Path):
-    """No workers, 2 micro-batches per step. Kills: at a random step; during the write of a checkpoint (after
-    state.ckpt, before the manifest); at another random step; then the run finishes."""
+    """No workers, 2 micro-batches per step, an EMA of the weights (every 3 steps from step 2: its updates fall
+    between checkpoints). Kills: at a random step; during the write of a checkpoint (after state.ckpt, before the
+    manifest); at another random step; then the run finishes."""
     rng = random.Random(SEED)
     msg = f"REWARM_KILL_SEED={SEED}"
-    cfg = write_config(tmp_path / "run.yaml", resume_world, num_workers=0, max_steps=MAX_STEPS, global_batch=4)
+    cfg = write_config(tmp_path / "run.yaml", resume_world, num_workers=0, max_steps=MAX_STEPS, global_batch=4,
+                       averaging="{ema_decay: 0.8, every_steps: 3, start_step: 2}")
     ref_log, log, record = tmp_path / "ref.log", tmp_path / "train.log", tmp_path / "record.jsonl"
     ref = start(cfg, ["run.name=ref"], ref_log)  # the uninterrupted run, alongside
     run_dir, overrides = tmp_path / "r", ["resume=auto"]
@@ -102,6 +104,7 @@ def test_kill9_at_random_steps_and_mid_checkpoint_then_identical(resume_world: d
     assert not tmp_ckpt.exists(), "the interrupted checkpoint write was not cleaned up"
     assert (run_dir / "summary.json").is_file()
     _check_same_run(tmp_path / "ref", run_dir, msg)
+    assert any(r["val_avg/pile/loss"] for r in comparable_rows(run_dir / "metrics.csv")[1:-1])  # the EMA's columns
     _check_documents(resume_world, record, streams=1, accum=2, msg=msg)
 
 
