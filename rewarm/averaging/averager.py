@@ -19,7 +19,8 @@ import torch
 
 from rewarm.averaging.ema import init_average, update_average
 from rewarm.averaging.sources import build_source
-from rewarm.averaging.state import FORMAT, STATE, shard_file
+from rewarm.averaging.state import FORMAT, STATE, fill_from, shard_file
+from rewarm.errors import ResumeError
 
 log = logging.getLogger(__name__)
 T = TypeVar("T")
@@ -53,7 +54,8 @@ class Averager:
         self.updates = 0
         self.last_step = -1
         self.rank, self.world_size = 0, 1
-        self._pending: dict[str, Any] | None = None
+        self._pending: dict[str, Any] | None = None  # this rank's saved shard, until the strategy is bound
+        self._saved: Callable[[], Iterator[dict[str, Any]]] = lambda: iter(())  # every saved shard, one at a time
 
     @property
     def ready(self) -> bool:
@@ -147,21 +149,29 @@ class Averager:
                      float(state["decay"]), self.updates, self.decay)
         if state.get("shards") is not None:
             self._pending = state["shards"][0] if state["shards"] else None
+            self._saved = lambda: iter(state["shards"])
         elif state_path is not None:
-            self._pending = torch.load(state_path / state["files"][rank], map_location="cpu", weights_only=True)
+            files = [state_path / f for f in state["files"]]
+            self._pending = torch.load(files[rank], map_location="cpu", weights_only=True) if rank < len(files) \
+                else {"fragments": None, "buffers": []}
+            self._saved = lambda: (torch.load(f, map_location="cpu", weights_only=True) for f in files)
 
     def _restore(self, shard: dict[str, Any]) -> None:
         if not self.source.holder:
             return
-        here = self.source.tensors()
+        here, fragments = self.source.tensors(), self.source.fragments()
         saved = shard["buffers"]
-        if shard["fragments"] != self.source.fragments() or len(saved) != len(here):
-            log.warning("averaging: the checkpoint's EMA was sharded differently (%s, %d ranks): it restarts here",
-                        shard.get("strategy"), shard.get("world_size", 0))
-            self.updates, self.last_step = 0, -1
-            return
         device = "cpu" if self.device == "cpu" else None
-        self.avg = [b.to(device=device or t.device, dtype=torch.float32) for b, t in zip(saved, here, strict=True)]
+        if shard["fragments"] == fragments and len(saved) == len(here):
+            self.avg = [b.to(device=device or t.device, dtype=torch.float32) for b, t in zip(saved, here, strict=True)]
+            return
+        self.avg = init_average(here, self.device)  # resharded below, one saved shard at a time
+        copied = sum(fill_from(self.avg, fragments, old) for old in self._saved())
+        expected = sum(f["numel"] for f in fragments.values())
+        if copied != expected:
+            raise ResumeError(f"the checkpoint's EMA covers {copied} of this rank's {expected} averaged elements")
+        log.info("averaging: the checkpoint's EMA (%s, %d ranks) resharded for this run (%s, %d ranks)",
+                 shard.get("strategy"), shard.get("world_size", 0), self.source.kind, self.world_size)
 
 
 def build_averager(cfg: Any, tokens_per_step: int) -> Averager | None:

@@ -89,17 +89,22 @@ class FSDPSource:
 
     def __init__(self, model: torch.nn.Module) -> None:
         self.model = model
-        self.named = [(n, p) for n, p in model.named_parameters() if p.requires_grad]
         self._backup: list[torch.Tensor] = []
 
+    def _named(self) -> list[tuple[str, Any]]:
+        """The sharded (DTensor) parameters: FSDP2 registers unsharded ones in their place while a module is
+        unsharded (after a forward of the root, or a checkpoint load), so reshard first, then read them."""
+        self._reshard()
+        return [(n, p) for n, p in self.model.named_parameters() if p.requires_grad]
+
     def tensors(self) -> list[torch.Tensor]:
-        return [p.to_local().detach() for _, p in self.named]
+        return [p.to_local().detach() for _, p in self._named()]
 
     def fragments(self) -> dict[str, dict[str, Any]]:
         from torch.distributed.tensor._utils import compute_local_shape_and_global_offset
 
         out = {}
-        for i, (name, p) in enumerate(self.named):
+        for i, (name, p) in enumerate(self._named()):
             local_shape, offset = compute_local_shape_and_global_offset(p.shape, p.device_mesh, p.placements)
             row = math.prod(p.shape[1:])
             out[name] = _fragment(p.shape, offset[0] * row if p.dim() else 0, i, 0, math.prod(local_shape))
@@ -115,15 +120,13 @@ class FSDPSource:
 
     @torch.no_grad()
     def swap_in(self, avg: list[torch.Tensor]) -> None:
-        self._reshard()
         local = self.tensors()
         self._backup = [t.clone() for t in local]
         torch._foreach_copy_(local, [a.to(t.device) for a, t in zip(avg, local, strict=True)])
 
     @torch.no_grad()
     def restore(self) -> None:
-        self._reshard()
-        torch._foreach_copy_(self.tensors(), self._backup)
+        torch._foreach_copy_(self.tensors(), self._backup)  # tensors(): reshards what the evaluation gathered
         self._backup = []
 
 

@@ -49,6 +49,26 @@ def assemble(shards: list[dict[str, Any]]) -> dict[str, torch.Tensor]:
     return {name: full.view(shapes[name]) for name, full in out.items()}
 
 
+def fill_from(buffers: list[torch.Tensor], fragments: dict[str, dict[str, Any]], shard: dict[str, Any]) -> int:
+    """Copy into ``buffers`` (laid out as ``fragments``: this rank's layout) every element ``shard`` (of another
+    layout: another world size or strategy) holds of them; returns the number of elements copied. Resharding
+    an EMA one saved shard at a time, without ever holding the whole of it."""
+    flats, copied = [b.reshape(-1) for b in shard["buffers"]], 0
+    for name, old in shard["fragments"].items():
+        new = fragments.get(name)
+        if new is None:
+            continue
+        lo = max(old["start"], new["start"])
+        hi = min(old["start"] + old["numel"], new["start"] + new["numel"])
+        if lo < hi:
+            dst = buffers[new["buffer"]].view(-1)
+            src = flats[old["buffer"]]
+            dst[new["offset"] + lo - new["start"]:new["offset"] + hi - new["start"]] = \
+                src[old["offset"] + lo - old["start"]:old["offset"] + hi - old["start"]]
+            copied += hi - lo
+    return copied
+
+
 def ema_info(ckpt_dir: Path) -> dict[str, Any] | None:
     """The manifest's ``averaging`` entry of a checkpoint (None: it holds no EMA)."""
     from rewarm.checkpoints.store import read_valid_manifest

@@ -8,7 +8,7 @@ import torch
 
 from rewarm.averaging.ema import init_average, update_average
 from rewarm.averaging.sources import ParamSource
-from rewarm.averaging.state import FORMAT, assemble
+from rewarm.averaging.state import FORMAT, assemble, fill_from
 
 
 def test_two_steps_by_hand() -> None:
@@ -54,3 +54,25 @@ def test_swap_in_and_restore_is_exact() -> None:
     assert all(torch.equal(v, before[k]) for k, v in model.state_dict().items())
     names = [n for n, _ in model.named_parameters()]
     assert sorted(source.fragments()) == sorted(names)
+
+
+def test_reshard_from_another_world_size() -> None:
+    """Two ranks' padded ZeRO-like partitions of a (2, 5) and a (3,) parameter, read into three ranks' DDP-like
+    full buffers and into one rank's FSDP-like row shard, one saved shard at a time."""
+    w, b = torch.arange(10, dtype=torch.float32), torch.tensor([10.0, 11.0, 12.0])
+    flat = torch.cat([w, b, torch.zeros(1)])  # 13 elements + 1 padding, partitions of 7
+    frag = {"w": {"shape": [2, 5], "buffer": 0}, "b": {"shape": [3], "buffer": 0}}
+    old = [{"format": FORMAT, "buffers": [flat[:7].clone()],
+            "fragments": {"w": {**frag["w"], "start": 0, "offset": 0, "numel": 7}}},
+           {"format": FORMAT, "buffers": [flat[7:].clone()],
+            "fragments": {"w": {**frag["w"], "start": 7, "offset": 0, "numel": 3},
+                          "b": {**frag["b"], "start": 0, "offset": 3, "numel": 3}}}]
+    full = {"w": {**frag["w"], "buffer": 0, "start": 0, "offset": 0, "numel": 10},
+            "b": {**frag["b"], "buffer": 1, "start": 0, "offset": 0, "numel": 3}}
+    buffers = [torch.zeros(2, 5), torch.zeros(3)]
+    assert sum(fill_from(buffers, full, shard) for shard in old) == 13
+    assert torch.equal(buffers[0], w.view(2, 5)) and torch.equal(buffers[1], b)
+    second_row = {"w": {**frag["w"], "buffer": 0, "start": 5, "offset": 0, "numel": 5}}  # rank 1 of 2, Shard(0)
+    row = [torch.zeros(1, 5)]
+    assert sum(fill_from(row, second_row, shard) for shard in old) == 5
+    assert torch.equal(row[0], w[5:].view(1, 5))

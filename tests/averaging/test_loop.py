@@ -55,7 +55,7 @@ def test_checkpointed_ema_follows_the_formula(runs: Path) -> None:
     for name in ema1:
         assert torch.equal(ema1[name], theta1[name].float()), name  # the first update: avg = weights
         expected = DECAY * theta1[name].float() + (1 - DECAY) * theta2[name].float()
-        torch.testing.assert_close(ema2[name], expected, rtol=0, atol=1e-7)
+        torch.testing.assert_close(ema2[name], expected, rtol=1e-6, atol=1e-7)  # lerp vs the formula: 1 ulp
     assert ema_info(ckpts / "step00000002") == {"ema": True, "files": ["state.ckpt"], "decay": DECAY, "updates": 2,
                                                 "last_step": 2, "world_size": 1, "strategy": "single"}
 

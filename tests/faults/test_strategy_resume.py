@@ -49,6 +49,7 @@ def test_sharded_checkpoints_resume_and_export_weights_only(strategy, tiny_world
     assert f"resuming from {step2}" in log.read_text()
     again = read_metrics(run_dir / "metrics.csv")
     assert [r["train/loss"] for r in again] == [r["train/loss"] for r in first]  # the same run, from step 2
+    assert [r["val_avg/pile/loss"] for r in again] == [r["val_avg/pile/loss"] for r in first]  # its EMA's shards too
     proc = rewarm(["export", str(run_dir), "--out", str(tmp_path / "hf")])
     assert proc.returncode == 0, proc.stdout + proc.stderr
     # `rewarm average` consolidates the shards alike: the mean of the step-2 and step-4 checkpoints' exports

@@ -52,10 +52,34 @@ def hf_logits(model_dir: Path, ids: torch.Tensor) -> torch.Tensor:
 
 
 def scale_overrides(world: dict[str, Path], out_dir: Path, **extra: object) -> list[str]:
-    """The shared tiny run, two CPU processes, no wandb: 16 validation rows per set split 8/8 over the ranks."""
+    """The shared tiny run, two CPU processes, no wandb: 16 validation rows per set split 8/8 over the ranks; an EMA
+    of the weights (``rewarm.averaging``, decay 0.5), validated with them at step 2 and at the end."""
     from tests.conftest import tiny_overrides
 
     base: dict[str, object] = {"trainer__accelerator": "cpu", "trainer__devices": 2, "logging__wandb__mode": "disabled",
-                               "trainer__max_steps": 4, "trainer__val_every_steps": 0}
+                               "trainer__max_steps": 4, "trainer__val_every_steps": 2, "averaging__ema_decay": 0.5}
     base.update(extra)
     return tiny_overrides(world, out_dir, **base)
+
+
+def averaged_validation(run_dir: Path, step: int) -> tuple[float, float]:
+    """(``val_avg/pile/loss`` the run logged at ``step``, a one-process evaluation of the EMA its checkpoint of that
+    step holds: the per-rank shards assembled by ``rewarm.averaging.state.read_ema``, loaded into the run's model)."""
+    from transformers import AutoModelForCausalLM
+
+    from rewarm.averaging.state import read_ema
+    from rewarm.config import load
+    from rewarm.evaluation.perplexity import evaluate_rows
+    from rewarm.evaluation.valsets import build_val_sets
+    from rewarm.model.load import load_tokenizer
+    from rewarm.training.metrics import read_metrics
+
+    logged = next(float(r["val_avg/pile/loss"]) for r in read_metrics(run_dir / "metrics.csv") if r["step"] == str(step))
+    model = AutoModelForCausalLM.from_pretrained(run_dir / "hf", dtype=torch.float32).eval()
+    model.load_state_dict(read_ema(run_dir / "checkpoints" / f"step{step:08d}"), strict=True)
+    cfg = load(run_dir / "config.yaml")
+    tokenizer = load_tokenizer(cfg.model.name_or_path, None, None)
+    pile = next(vs for vs in build_val_sets(cfg, tokenizer) if vs.name == "pile")
+    rows = pile.rows
+    res = evaluate_rows(model, rows.rows, rows.token_subsets, rows.subset_names, batch_size=2, device=torch.device("cpu"))
+    return logged, res.loss

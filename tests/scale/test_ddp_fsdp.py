@@ -14,7 +14,7 @@ from rewarm.config import load
 from rewarm.data import build_train_loader
 from rewarm.model.load import load_tokenizer
 from rewarm.training.metrics import read_metrics
-from tests.scale.helpers import hf_logits, load_probes, scale_overrides, tail, torchrun
+from tests.scale.helpers import averaged_validation, hf_logits, load_probes, scale_overrides, tail, torchrun
 from tests.scale.probe_train import probe_ids
 
 
@@ -46,6 +46,8 @@ def test_ddp_params_equal_and_data_disjoint(tiny_world, empty_yaml: Path, tmp_pa
     ids = probe_ids(300)
     torch.testing.assert_close(hf_logits(run_dir / "hf", ids), r0["logits"], rtol=1e-5, atol=1e-5)
     assert (hf_logits(tiny_world["model"], ids) - r0["logits"]).abs().max() > 1e-3  # it trained
+    logged, one_process = averaged_validation(run_dir, 4)  # the EMA: one copy on every rank
+    assert abs(logged - one_process) <= 1e-5
 
 
 def test_rank_shards_disjoint_through_data_api(tiny_world, empty_yaml: Path, tmp_path: Path) -> None:
@@ -80,3 +82,5 @@ def test_fsdp2_trains_and_exports(tiny_world, empty_yaml: Path, tmp_path: Path) 
     torch.testing.assert_close(hf_logits(out, ids), r0["logits"], rtol=1e-5, atol=1e-5)
     torch.testing.assert_close(hf_logits(run_dir / "hf", ids), r0["logits"], rtol=1e-5, atol=1e-5)
     assert (hf_logits(tiny_world["model"], ids) - r0["logits"]).abs().max() > 1e-3  # it trained
+    logged, one_process = averaged_validation(run_dir, 4)  # the EMA sharded like the parameters, never gathered
+    assert abs(logged - one_process) <= 1e-5

@@ -13,7 +13,7 @@ import torch
 from rewarm.checkpoints.export import checkpoint_kind
 from rewarm.cli import main as cli
 from rewarm.training.metrics import read_metrics
-from tests.scale.helpers import hf_logits, load_probes, scale_overrides, tail, torchrun
+from tests.scale.helpers import averaged_validation, hf_logits, load_probes, scale_overrides, tail, torchrun
 from tests.scale.probe_train import probe_ids
 
 pytest.importorskip("deepspeed")
@@ -57,3 +57,5 @@ def test_zero_trains_and_exports(stage: int, tiny_world, empty_yaml: Path, tmp_p
         assert ranks[0]["partitioned"] and ranks[1]["partitioned"]
     start = hf_logits(tiny_world["model"], ids)
     assert (start - trained).abs().max() > 1e-3  # it trained
+    logged, one_process = averaged_validation(run_dir, 4)  # the EMA of the fp32 master partitions (ZeRO-3: of every
+    assert abs(logged - one_process) <= 1e-5  # parameter's partition), one shard file per rank

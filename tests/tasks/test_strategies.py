@@ -42,6 +42,7 @@ def test_two_ranks_equal_one_rank(strategy, tiny_world, task_dir, tmp_path: Path
         want = simple_evaluate(model_dir, task_dir, [GROUP], limit=LIMIT)
         for task in (MC, PPL, GROUP):
             assert _values(row, task) == pytest.approx(want[task], rel=1e-5), (strategy, row["step"], task)
+    assert any(k.startswith("task_avg/") and v for k, v in evaluated[1].items())  # the same tasks on the EMA
     text = log.read_text()
     assert "Timeout" not in text and "timed out" not in text
     # 9 documents: 36 choice requests (18 + 18) and 9 rolling ones (5 + 4); rank 0 scores 23 of 45
