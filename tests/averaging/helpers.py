@@ -53,3 +53,18 @@ def check_average(avg_dir: Path, ckpts: list[Path], tmp: Path, weights: list[flo
     for sd in exports:
         assert max_abs_diff(hf_weights(avg_dir), sd) > 1e-5
     return diff
+
+
+def check_ema_export(model_dir: Path, ckpt: Path) -> float:
+    """Max |parameters of ``rewarm export --averaged``'s directory - the checkpoint's EMA (read_ema)|, asserted
+    <= 1e-7 (loaded with plain transformers: its parameter names are the EMA's)."""
+    from transformers import AutoModelForCausalLM
+
+    from rewarm.averaging.state import read_ema
+
+    params = dict(AutoModelForCausalLM.from_pretrained(model_dir, dtype=torch.float32).named_parameters())
+    ema = read_ema(ckpt)
+    assert set(params) == set(ema), sorted(set(params) ^ set(ema))[:5]
+    diff = max((params[k].detach() - v).abs().max().item() for k, v in ema.items())
+    assert diff <= 1e-7, diff
+    return diff
