@@ -122,21 +122,33 @@ def export_trained(trainer: Any, model: Any, tokenizer: Any, out: Path) -> None:
 
 def load_checkpoint_model(source: Path) -> tuple[Any, Any, Any]:
     """(model with the checkpoint's weights, tokenizer, the run's config) from a run or checkpoint directory."""
+    ckpt, run_dir = resolve_checkpoint(source)
+    model, tokenizer, cfg = run_model(run_dir)
+    load_weights(model, model_state_dict(ckpt), ckpt)
+    log.info("loaded weights of %s", ckpt)
+    return model, tokenizer, cfg
+
+
+def run_model(run_dir: Path) -> tuple[Any, Any, Any]:
+    """(the run's model architecture in fp32 with fresh weights, its tokenizer, the run's config), from the run's
+    ``config.yaml``: what a checkpoint's weights are loaded into."""
     from rewarm.config import load
     from rewarm.model.load import load_model, load_tokenizer
 
-    ckpt, run_dir = resolve_checkpoint(source)
     cfg = load(run_dir / "config.yaml", ["resume=never"])
     m = cfg.model
     tokenizer = load_tokenizer(m.name_or_path, m.revision, m.tokenizer, m.trust_remote_code)
     model = load_model(m.name_or_path, m.revision, init="scratch", dtype="float32", attn_implementation="sdpa",
                        trust_remote_code=m.trust_remote_code, seed=cfg.run.seed)
-    missing, unexpected = model.load_state_dict(model_state_dict(ckpt), strict=False)
+    return model, tokenizer, cfg
+
+
+def load_weights(model: Any, state_dict: dict[str, Any], source: Path) -> None:
+    """Load Hugging Face keyed weights into ``model``; a key missing or left over is refused (ResumeError)."""
+    missing, unexpected = model.load_state_dict(state_dict, strict=False)
     missing = [k for k in missing if not k.endswith("masked_bias") and "rotary_emb" not in k]
     if missing or unexpected:
-        raise ResumeError(f"{ckpt}: weights do not match the model (missing {missing[:5]}, unexpected {unexpected[:5]})")
-    log.info("loaded weights of %s", ckpt)
-    return model, tokenizer, cfg
+        raise ResumeError(f"{source}: weights do not match the model (missing {missing[:5]}, unexpected {unexpected[:5]})")
 
 
 def export_checkpoint(source: Path, out: Path) -> Path:

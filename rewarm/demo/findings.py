@@ -17,7 +17,11 @@ Findings (DESIGN.md §2, Gupta et al. 2023 and Ibrahim et al. 2024):
 5. rewarming on the upstream data itself still costs loss (upstream loss rises above its start);
 6. the warmup length barely matters (0 % vs 1 % differ by no more than the seed noise);
 7. (when the study has the run) continuing from an earlier checkpoint of the base does not end better downstream
-   than continuing from the final one (Gupta et al.: "earlier checkpoints do not adapt faster").
+   than continuing from the final one (Gupta et al.: "earlier checkpoints do not adapt faster");
+8. (when the study has the run) the EMA of the weights taken just before a WSD run's cooldown recovers part, not
+   all, of the cooldown's downstream gain (Hägele et al. 2024): the fraction (raw − EMA before the cooldown) /
+   (raw before − raw after the cooldown), from the ``val/`` and ``val_avg/`` columns (``rewarm.averaging``); its
+   differences are paired (one run, the same tokens), so they count above ``MIN_NOISE``, not the seed noise.
 """
 
 from __future__ import annotations
@@ -175,6 +179,60 @@ def earlier_checkpoint(n: StudyNumbers, earlier: str, main: str, revision: str) 
           f"{_fmt(n.final(earlier, 'upstream'))} vs {_fmt(n.final(main, 'upstream'))}; adaptation (start - final "
           f"downstream) {_fmt(adapt[earlier])} vs {_fmt(adapt[main])}; threshold {_fmt(t)}")
     return Finding("An earlier checkpoint does not end better than the final one", diff >= -t, ev)
+
+
+@dataclass(frozen=True)
+class Cooldown:
+    """A WSD run's losses on one set: raw and averaged (EMA) weights at the last evaluation before its cooldown
+    (the step where the LR first falls from its peak), and raw at the end."""
+
+    step: int
+    raw_before: float
+    averaged_before: float
+    raw_end: float
+    end_step: int
+
+    @property
+    def recovered(self) -> float:
+        """The share of the cooldown's gain the averaged weights had before it (nan: the cooldown gained nothing)."""
+        gain = self.raw_before - self.raw_end
+        return (self.raw_before - self.averaged_before) / gain if gain > 0 else math.nan
+
+
+def read_cooldown(run_dir: Path, val_set: str) -> Cooldown:
+    """The ``Cooldown`` of a run's metrics.csv (``optim/lr``, ``val/<set>/loss``, ``val_avg/<set>/loss``)."""
+    lrs: list[tuple[int, float]] = []
+    evals: list[tuple[int, float, float | None]] = []
+    with (Path(run_dir) / "metrics.csv").open(newline="") as f:
+        for row in csv.DictReader(f):
+            step = int(float(row["step"]))
+            if row.get("optim/lr") not in (None, ""):
+                lrs.append((step, float(row["optim/lr"])))
+            raw, avg = row.get(f"val/{val_set}/loss"), row.get(f"val_avg/{val_set}/loss")
+            if raw not in (None, ""):
+                evals.append((step, float(raw), float(avg) if avg not in (None, "") else None))
+    peak = max(lr for _, lr in lrs)
+    top = max(s for s, lr in lrs if lr >= peak * (1 - 1e-9))  # the last step at the peak LR
+    before = [e for e in evals if e[0] <= top and e[2] is not None]
+    if not before:
+        raise ValueError(f"{run_dir}: no evaluation of the averaged weights before the cooldown (step {top})")
+    step, raw_before, averaged = before[-1]
+    return Cooldown(step, raw_before, float(averaged), evals[-1][1], evals[-1][0])  # type: ignore[arg-type]
+
+
+def ema_before_cooldown(n: StudyNumbers, c: Cooldown, run: str) -> Finding:
+    """8: the EMA before the cooldown is better than the raw weights there, and the cooldown still ends lower (the
+    EMA recovers part of its gain, not all). Both are paired differences (one run, the same validation tokens), so
+    the seed noise between runs does not apply: a difference counts above the floor ``MIN_NOISE``."""
+    t = MIN_NOISE
+    ema_gain, gain = c.raw_before - c.averaged_before, c.raw_before - c.raw_end
+    ok = ema_gain > t and c.averaged_before - c.raw_end > t
+    share = f"{100 * c.recovered:.0f} %" if math.isfinite(c.recovered) else "n/a (the cooldown gained nothing)"
+    ev = (f"{run}, {n.downstream} before the cooldown (step {c.step}): raw {_fmt(c.raw_before)}, EMA "
+          f"{_fmt(c.averaged_before)}; after the cooldown (step {c.end_step}): raw {_fmt(c.raw_end)}. The EMA "
+          f"recovers {share} of the cooldown's gain ({ema_gain:+.3f} of {gain:+.3f} nats/token); threshold {_fmt(t)} "
+          "(paired differences: one run, the same tokens)")
+    return Finding("An EMA of the weights before the cooldown recovers part of the cooldown's gain", ok, ev)
 
 
 def render(findings: list[Finding], n: StudyNumbers) -> str:

@@ -11,6 +11,8 @@ From the tiny base (pre-trained on upstream with peak LR P, ending at 0.1 P), on
 - ``rewarm-1x-seed<k>``: ``rewarm-1x`` with another seed (data order), to measure the noise;
 - ``rewarm-1x-from-step<N>``: ``rewarm-1x`` from an earlier revision of the base (Gupta et al. also continue
   Pythia from steps 10k and 27k), loaded as ``model.revision``.
+- ``wsd``: ``rewarm-1x``'s max LR as warmup-stable-decay (20 % cooldown, Hägele et al.) with an EMA of the
+  weights (``averaging.ema_decay``), compared at the last evaluation before the cooldown.
 
 Every run also evaluates the demo's two lm-eval tasks (``rewarm.demo.tasks``) at step 0, every
 ``tasks.every_steps`` and at the end, when lm-eval (the ``eval`` extra) is installed.
@@ -32,6 +34,9 @@ log = logging.getLogger(__name__)
 
 MAIN = "rewarm-1x"
 GROUP = "study"
+WSD_COOLDOWN = 0.2
+WSD_EMA_DECAY = 0.9
+"""The wsd run's EMA decay per step (halflife ~6.6 steps)."""
 
 
 @dataclass(frozen=True)
@@ -70,6 +75,8 @@ class StudyPlan:
     earlier: str | None = None
     """The run from an earlier revision of the base (None: the base kept none)."""
     earlier_revision: str | None = None
+    wsd: str | None = "wsd"
+    """The WSD run with averaging (None: the study has none)."""
 
     @property
     def rewarmed_downstream(self) -> list[str]:
@@ -86,6 +93,14 @@ def cosine(max_lr: float, warmup_fraction: float) -> list[str]:
     """Overrides of a rewarm schedule: linear warmup, cosine to 0.1 x max (Gupta et al.)."""
     return ["schedule.name=cosine", f"schedule.max_lr={max_lr:.6g}", f"schedule.min_lr={0.1 * max_lr:.6g}",
             f"schedule.warmup_fraction={warmup_fraction:g}"]
+
+
+def wsd_averaged(max_lr: float, warmup_fraction: float) -> list[str]:
+    """Overrides of the WSD run: stable at ``max_lr``, a ``WSD_COOLDOWN`` cooldown to 0.1 x max, an EMA of the
+    weights (``rewarm.averaging``: evaluated beside the raw weights at every validation)."""
+    return ["schedule.name=wsd", f"schedule.max_lr={max_lr:.6g}", f"schedule.min_lr={0.1 * max_lr:.6g}",
+            f"schedule.warmup_fraction={warmup_fraction:g}", f"schedule.cooldown_fraction={WSD_COOLDOWN:g}",
+            f"averaging.ema_decay={WSD_EMA_DECAY:g}"]
 
 
 def upstream_source(corpus: CorpusPaths, weight: float) -> list[str]:
@@ -117,6 +132,7 @@ def plan_study(base_peak_lr: float, corpus: CorpusPaths, recipe: StudyRecipe = S
     if earlier_revision is not None:
         earlier = f"{MAIN}-from-{earlier_revision}"
         runs[earlier] = [*main, f"model.revision={earlier_revision}"]
+    runs["wsd"] = wsd_averaged(base_peak_lr, recipe.warmup_fraction)
     return StudyPlan(runs, lr_runs, seed_twin=twin, earlier=earlier, earlier_revision=earlier_revision)
 
 
@@ -164,8 +180,8 @@ def run_study(config_path: Path, plan: StudyPlan, env: list[str], group: str = G
 
 
 def findings_of(plan: StudyPlan, run_dirs: dict[str, Path]) -> tuple[list[Any], Any]:
-    """The findings, computed from the runs' metrics.csv (see rewarm.demo.findings): six, and a seventh when the
-    study has a run from an earlier revision."""
+    """The findings, computed from the runs' metrics.csv (see rewarm.demo.findings): six, a seventh when the
+    study has a run from an earlier revision, an eighth when it has the WSD run with averaging."""
     from rewarm.demo import findings as F
 
     curves = {name: F.read_curves(d) for name, d in run_dirs.items()}
@@ -185,4 +201,6 @@ def findings_of(plan: StudyPlan, run_dirs: dict[str, Path]) -> tuple[list[Any], 
     ]
     if plan.earlier is not None:
         found.append(F.earlier_checkpoint(numbers, plan.earlier, plan.main, plan.earlier_revision or "?"))
+    if plan.wsd is not None:
+        found.append(F.ema_before_cooldown(numbers, F.read_cooldown(run_dirs[plan.wsd], numbers.downstream), plan.wsd))
     return found, numbers

@@ -116,6 +116,7 @@ def plot_val_loss(runs: list[RunData], val_set: str, role: str | None, path: Pat
         starts.append(y[0])
         finals.append(y[-1])
         all_values.extend(y)
+        all_values.extend(plot_averaged(ax, run, val_set, run_style(i)))
     top = robust_top(starts, finals)
     if top is not None and max(all_values) > top + 1e-12:
         low = min(all_values)
@@ -126,6 +127,16 @@ def plot_val_loss(runs: list[RunData], val_set: str, role: str | None, path: Pat
     ax.set_ylabel(f"validation loss on {val_set} (nats/token)")
     ax.set_title(f"{val_set}" + (f" ({role}: {'forgetting' if role == 'upstream' else 'adaptation'})" if role else ""))
     return _save(fig, ax, path)
+
+
+def plot_averaged(ax: Axes, run: RunData, val_set: str, style: dict[str, Any]) -> list[float]:
+    """The run's averaged weights' loss (``val_avg/<set>/loss``, rewarm.averaging) beside its raw curve: same
+    colour, dashed (dotted where the raw line is dashed); the values drawn (none: the run did not average)."""
+    x, y = run.series(f"val_avg/{val_set}/loss")
+    if y:
+        dashes = ":" if style["linestyle"] == "--" else "--"
+        ax.plot(x, y, label=f"{run.label} (averaged)", linewidth=1.2, **(style | {"linestyle": dashes, "marker": None}))
+    return y
 
 
 def plot_series(

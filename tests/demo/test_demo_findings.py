@@ -3,12 +3,14 @@
 from __future__ import annotations
 
 import csv
+import math
+from dataclasses import replace
 from pathlib import Path
 
 import pytest
 
 from rewarm.demo.corpus import CorpusPaths
-from rewarm.demo.findings import read_curves, render
+from rewarm.demo.findings import Cooldown, ema_before_cooldown, read_cooldown, read_curves, render
 from rewarm.demo.study import findings_of, plan_study
 
 START = {"pile": 3.0, "slimpajama": 5.0}
@@ -51,7 +53,7 @@ def make_study(root: Path, finals: dict[str, tuple[float, float]], peak_upstream
 
 
 def verdicts(root: Path, finals: dict[str, tuple[float, float]], **kw: float) -> dict[str, bool]:
-    plan = plan_study(3e-3, CorpusPaths(root / "corpus"))
+    plan = replace(plan_study(3e-3, CorpusPaths(root / "corpus")), wsd=None)  # the wsd run's finding: below
     found, numbers = findings_of(plan, make_study(root, finals, **kw))
     assert [f.title.split()[0] for f in found] == [t.split()[0] for t in TITLES]
     text = render(found, numbers)
@@ -100,3 +102,50 @@ def test_large_seed_noise_makes_differences_insignificant(tmp_path: Path) -> Non
     v = verdicts(tmp_path, dict(PAPER_LIKE, **{"rewarm-1x-seed1": (3.6, 4.4)}))  # noise 0.3 -> threshold 0.6
     assert not v["Higher max LR"] and not v["Replaying"] and not v["Rewarming on the same"]
     assert v["Warmup length"]  # within the noise, as the finding states
+
+
+def write_wsd(run_dir: Path, raw: dict[int, float], averaged: dict[int, float], steps: int = 20, cooldown: int = 4,
+              ) -> Path:
+    """metrics.csv of a WSD run: the LR of every step (warmup 1 step, stable, cooldown over the last ``cooldown``),
+    validation of the raw and the averaged weights at the steps given."""
+    run_dir.mkdir(parents=True)
+    cols = ["step", "optim/lr", "val/slimpajama/loss", "val_avg/slimpajama/loss"]
+    with (run_dir / "metrics.csv").open("w", newline="") as f:
+        w = csv.writer(f)
+        w.writerow(cols)
+        for step in range(steps + 1):
+            x = (step - (steps - cooldown)) / cooldown
+            lr = 0.0 if step == 0 else 1e-3 * (1 - math.sqrt(x) if x > 0 else 1.0)
+            w.writerow([step, lr if step else "", raw.get(step, ""), averaged.get(step, "")])
+    return run_dir
+
+
+def test_read_cooldown_takes_the_last_evaluation_at_the_peak_lr(tmp_path: Path) -> None:
+    run = write_wsd(tmp_path / "wsd", {0: 5.0, 10: 4.5, 15: 4.4, 20: 4.0}, {0: 5.0, 10: 4.45, 15: 4.3, 20: 4.05})
+    c = read_cooldown(run, "slimpajama")
+    assert c == Cooldown(step=16 - 1, raw_before=4.4, averaged_before=4.3, raw_end=4.0, end_step=20)
+    assert c.recovered == pytest.approx(0.25)
+    run = write_wsd(tmp_path / "at-16", {0: 5.0, 16: 4.4, 20: 4.0}, {0: 5.0, 16: 4.2, 20: 4.05})
+    assert read_cooldown(run, "slimpajama").step == 16  # the cooldown's first step still has the peak LR
+    with pytest.raises(ValueError, match="no evaluation of the averaged weights before the cooldown"):
+        read_cooldown(write_wsd(tmp_path / "no-avg", {0: 5.0, 20: 4.0}, {20: 4.1}), "slimpajama")
+
+
+@pytest.mark.parametrize(("averaged_before", "reproduced"), [
+    (4.3, True),  # recovers 25 % of the cooldown's gain
+    (4.399, False),  # better than the raw weights by less than the threshold
+    (4.003, False),  # level with the end of the cooldown: not "part of the gain"
+    (3.9, False),  # better than the cooldown itself: not what the paper finds
+])
+def test_the_ema_finding(tmp_path: Path, averaged_before: float, reproduced: bool) -> None:
+    from rewarm.demo.findings import MIN_NOISE, StudyNumbers
+
+    finals = {"a": (3.2, 4.0), "b": (3.3, 4.1)}  # seed noise 0.1: it does not apply to the paired differences
+    curves = {r: read_curves(write_run(tmp_path / r, (3.0, 5.0), (3.1, 4.5), f)) for r, f in finals.items()}
+    n = StudyNumbers(curves, upstream="pile", downstream="slimpajama", seed_pair=("a", "b"))
+    assert n.threshold > 0.1
+    f = ema_before_cooldown(n, Cooldown(15, 4.4, averaged_before, 4.0, 20), "wsd")
+    assert f.reproduced is reproduced
+    assert f"raw 4.400, EMA {averaged_before:.3f}" in f.evidence and "after the cooldown (step 20): raw 4.000" in f.evidence
+    assert f"recovers {100 * (4.4 - averaged_before) / 0.4:.0f} % of the cooldown's gain" in f.evidence
+    assert f"threshold {MIN_NOISE:.3f}" in f.evidence

@@ -53,12 +53,15 @@ def test_report_has_table_figures_and_computed_findings(demo) -> None:
     assert "Findings of the papers reproduced by this run" in text and "Seed noise" in text
     assert all(name in text for name in result.run_dirs)
     assert list((out / "report").rglob("*.png"))
-    assert len(result.findings) == 7 and all(f.evidence for f in result.findings)
-    earlier = result.findings[-1]  # computed from the runs: the verdict word comes from the numbers
+    assert len(result.findings) == 8 and all(f.evidence for f in result.findings)
+    earlier = result.findings[6]  # computed from the runs: the verdict word comes from the numbers
     assert earlier.title == "An earlier checkpoint does not end better than the final one"
     assert any(f"the run ends {w} the final-revision rewarm" in earlier.evidence for w in ("worse than", "better than",
                                                                                           "level with"))
     assert "## Downstream tasks (lm-evaluation-harness)" in text and "next_sentence acc_norm" in text
+    ema = result.findings[7]  # the wsd run's EMA before its cooldown, from its val_avg columns
+    assert ema.title.startswith("An EMA of the weights before the cooldown") and "of the cooldown's gain" in ema.evidence
+    assert any(k.startswith("val_avg/") for k in read_metrics(result.run_dirs["wsd"] / "metrics.csv")[-1])
     assert math.isfinite(result.numbers.seed_noise)
 
 

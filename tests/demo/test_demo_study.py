@@ -25,9 +25,9 @@ def env(tmp_path: Path) -> tuple[CorpusPaths, list[str]]:
 def test_run_names_and_roles(env: tuple[CorpusPaths, list[str]]) -> None:
     plan = plan_study(P, env[0])
     assert list(plan.runs) == [MAIN, f"{MAIN}-seed1", "constant", "rewarm-0.5x", "rewarm-2x", "warmup-0",
-                               "replay-5pct", "upstream-rewarm", "scratch"]
+                               "replay-5pct", "upstream-rewarm", "scratch", "wsd"]
     assert plan.lr_runs == [(0.5 * P, "rewarm-0.5x"), (P, MAIN), (2 * P, "rewarm-2x")]
-    assert set(plan.rewarmed) == set(plan.runs) - {"constant", "scratch", "upstream-rewarm"}
+    assert set(plan.rewarmed) == set(plan.runs) - {"constant", "scratch", "upstream-rewarm", "wsd"}
     with pytest.raises(ValueError, match="must include 1"):
         plan_study(P, env[0], StudyRecipe(lr_factors=(0.5, 2.0)))
 
@@ -52,6 +52,10 @@ def test_every_run_config_validates_and_means_what_its_name_says(env: tuple[Corp
     assert {n: s.weight for n, s in cfgs["upstream-rewarm"].data.train.items()} == {"slimpajama": 0, "pile": 1}
     assert cfgs["scratch"].model.init == "scratch" and cfgs[MAIN].model.init == "pretrained"
     assert cfgs[f"{MAIN}-seed1"].run.seed == 1 and cfgs[MAIN].run.seed == 0
+    w = cfgs["wsd"]
+    assert (w.schedule.name, w.schedule.max_lr, w.schedule.min_lr, w.schedule.cooldown_fraction) == (
+        "wsd", pytest.approx(P), pytest.approx(0.1 * P), 0.2)
+    assert w.averaging.enabled and not any(c.averaging.enabled for n, c in cfgs.items() if n != "wsd")
 
 
 def test_demo_yaml_standalone_matches_the_base_recipe() -> None:

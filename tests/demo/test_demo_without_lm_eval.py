@@ -32,7 +32,7 @@ def test_demo_runs_without_its_tasks_and_says_so_once(demo_cache: Path, small_to
     assert "start loss (ppl)" in proc.stdout and "findings of the papers reproduced" in proc.stdout
     assert "(downstream tasks not evaluated: lm-eval is not installed)" in proc.stdout
     runs = sorted(p for p in (out / tiny.group).iterdir() if p.is_dir())
-    assert MAIN in [p.name for p in runs] and len(runs) == 10
+    assert MAIN in [p.name for p in runs] and len(runs) == 11
     for run in runs:  # the study's runs had no tasks: nothing was evaluated, nothing failed
         assert OmegaConf.load(run / "config.yaml").tasks.names == []
         assert not any(k.startswith("task/") for k in read_metrics(run / "metrics.csv")[0])

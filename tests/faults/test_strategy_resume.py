@@ -1,7 +1,8 @@
 """Our own checkpoints still load weights-only, written by every strategy: a 2-rank DeepSpeed ZeRO-2 and an
 FSDP2 run resume from their step-2 checkpoint (model, optimizer shards, loops, data state) and finish, and
-`rewarm export` consolidates the shards (single-process and DDP checkpoints: tests/faults/test_hostile_checkpoint.py,
-tests/resume, tests/scale/test_sigterm.py)."""
+`rewarm export` consolidates the shards, as `rewarm average` and `rewarm export --averaged` (the EMA's shards) do
+(single-process and DDP checkpoints: tests/faults/test_hostile_checkpoint.py, tests/resume,
+tests/scale/test_sigterm.py)."""
 
 from __future__ import annotations
 
@@ -12,7 +13,9 @@ from pathlib import Path
 import pytest
 
 from rewarm.training.metrics import read_metrics
+from tests.averaging.helpers import check_average, check_ema_export
 from tests.faults.conftest import REPO, rewarm
+from tests.in_process import run_cli
 from tests.scale.helpers import TIMEOUT_S, scale_overrides, subprocess_env, tail
 
 
@@ -50,3 +53,11 @@ def test_sharded_checkpoints_resume_and_export_weights_only(strategy, tiny_world
     assert [r["val_avg/pile/loss"] for r in again] == [r["val_avg/pile/loss"] for r in first]  # its EMA's shards too
     proc = rewarm(["export", str(run_dir), "--out", str(tmp_path / "hf")])
     assert proc.returncode == 0, proc.stdout + proc.stderr
+    # `rewarm average` consolidates the shards alike: the mean of the step-2 and step-4 checkpoints' exports
+    proc = run_cli(["average", str(run_dir), "--last", "2", "--out", str(tmp_path / "avg")])
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    check_average(tmp_path / "avg", [step2, run_dir / "checkpoints" / "step00000004"], tmp_path)
+    # `rewarm export --averaged` assembles the EMA from its per-rank shards
+    proc = run_cli(["export", str(run_dir), "--averaged", "--out", str(tmp_path / "ema")])
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    check_ema_export(tmp_path / "ema", run_dir / "checkpoints" / "step00000004")
