@@ -183,3 +183,26 @@ def test_a_state_that_cannot_continue_is_refused_naming_the_numbers(tokenizer, d
     old = {"version": 1, "fingerprint": "x", "layout": {"world_size": 2}, "ranks": {}}
     with pytest.raises(ResumeError, match=r"resumes only on the world size it was written with \(2 rank\(s\), now 4\)"):
         loader.load_state_dict(old)
+
+
+def test_a_state_of_version_1_goes_on_in_its_own_order_on_its_world_size(tokenizer, data_cfg, text):
+    """A state written before data.streams (version 1, per-rank streams) continues on its world size in the
+    version-1 order (checked against the code of that version when this was written), and keeps writing
+    version-1 states; another world size is refused (test_a_state_that_cannot_continue_...)."""
+    cfg = mixed(data_cfg, text["down"], text["replay"], num_workers=0, streams=2)
+    fresh = build_train_loader(cfg, tokenizer, micro_batch_size=2, seed=3, rank=1, world_size=2)
+    v1 = {"version": 1, "fingerprint": fresh.fingerprint(), "source_names": ["down", "replay"],
+          "sub_sources": {"down": 0, "replay": 1},
+          "layout": {"world_size": 2, "streams_per_rank": 1, "seed": 3, "micro_batch_size": 2, "grad_accum_steps": 1,
+                     "seq_len": 16},
+          "ranks": {"1": {"batches": 0, "streams": [{"batches": 0, "subs": {}}]}}}
+    fresh.load_state_dict(v1)
+    full = list(itertools.islice(iter(fresh), 9))
+    assert full[-1]["data_state"]["version"] == 1 and full[-1]["data_state"]["ranks"]["1"]["batches"] == 9
+    again = build_train_loader(cfg, tokenizer, micro_batch_size=2, seed=3, rank=1, world_size=2)
+    again.load_state_dict(pickle.loads(pickle.dumps(full[4]["data_state"])))
+    rest = list(itertools.islice(iter(again), 4))
+    assert all(all(torch.equal(a[k], b[k]) for k in KEYS) for a, b in zip(rest, full[5:], strict=True))
+    new = list(itertools.islice(iter(build_train_loader(cfg, tokenizer, micro_batch_size=2, seed=3, rank=1,
+                                                        world_size=2)), 9))
+    assert not all(torch.equal(a["input_ids"], b["input_ids"]) for a, b in zip(new, full, strict=True))
