@@ -254,9 +254,10 @@ class ChunkReader:
             return HFReader(files, spec.hf_dataset, spec.hf_split, spec.text_field, spec.subset_field, spec.subsets,
                             spec.on_bad_record, spec.reader, spec.readers, start or None)
         file_idx, offset, stride = spec.units[u]
+        share = (spec.key, epoch) if spec.share > 1 else None  # rewarm.data.shared: one decompression per process
         return _PlainUnit(RecordReader(spec.files[file_idx], spec.text_field, spec.subset_field,
                                        on_bad_record=spec.on_bad_record, start=start or 0, stride=stride,
-                                       offset=offset, subsets=spec.subsets))
+                                       offset=offset, subsets=spec.subsets, share=share))
 
 
 class _PlainUnit:
