@@ -194,12 +194,17 @@ class TrainLoader:
         for item, i in refs:
             t, key, cursor = item["cursors"][i]
             old = self._streams[t]
-            self._streams[t] = {"pos": old["pos"] + 1, "subs": {**old["subs"], key: cursor}}
+            if cursor is None:  # not the stream's last row in this (whole) item: its state follows
+                self._streams[t] = {"pos": old["pos"] + 1, "subs": old["subs"]}
+            elif key is None:  # all the stream's sub-stream cursors (rows.cursors_of)
+                self._streams[t] = {"pos": old["pos"] + 1, "subs": {**old["subs"], **cursor}}
+            else:
+                self._streams[t] = {"pos": old["pos"] + 1, "subs": {**old["subs"], key: cursor}}
         self._row += len(refs)
 
     def _iter_in_process(self) -> Iterator[dict[str, Any]]:
         yield from process_items(self.plan, _backend(self.tokenizer), 0, self._row, self._streams,
-                                 self.plan.micro_batch_size, compact=False)
+                                 self.plan.micro_batch_size, compact=False, aligned=True)
 
     def _iter_workers(self) -> Iterator[dict[str, Any]]:
         yield from run_workers(_WorkerDataset(self.plan, _backend(self.tokenizer), self._row, dict(self._streams)),

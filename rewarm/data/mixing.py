@@ -170,7 +170,10 @@ class RowMaker:
         """(row (seq_len + 1,), sub-stream index, document starts in it (> 0)) of the stream's next row.
         Raises packing.SourceExhausted when a source ends with on_source_end=stop."""
         i = self._draw.choose(self.pos)
-        row, starts = self._sub(i).next_row()
+        if self.plan.document_mask:
+            row, starts = self._sub(i).next_row()
+        else:  # no document starts to find: the sub-stream's fast path (a slice of its chunk)
+            row, starts = self._sub(i).take_row(), []
         self.pos += 1
         return row, i, starts
 

@@ -140,13 +140,30 @@ class SubStream:
             self._chunks = encoded(texts, tokenizer, eos_id, pool or tokenize_pool(), tokenize_ahead() if alone else 2)
         self._chunk: Chunk | None = None
         self._pos = 0  # token offset in the current chunk
+        self._taken = 0  # rows taken by take_row since the cursor was last worked out
 
     def state(self) -> dict[str, int]:
         """The cursor of the next token (plus counters): small, picklable."""
+        self._settle()
         return dict(self.cursor)
+
+    def take_row(self) -> np.ndarray:
+        """``next_rows(1, False)[0][0]`` for the caller that needs no document starts, cheaper: a row inside
+        the current chunk is a slice of it, and the cursor is worked out when ``state()`` asks for it."""
+        c, lo = self._chunk, self._pos
+        if c is None or lo + self.row_len > len(c.flat):
+            return self.next_rows(1, False)[0][0]
+        self._pos, self._taken = lo + self.row_len, self._taken + 1
+        return c.flat[lo : self._pos]
+
+    def _settle(self) -> None:
+        if self._taken:
+            self.cursor = {**self._cursor_at(), "rows": self.cursor["rows"] + self._taken}
+            self._taken = 0
 
     def next_row(self) -> tuple[np.ndarray, list[int]]:
         """One row (seq_len + 1,) and the offsets in it where a document starts (> 0)."""
+        self._settle()
         parts, doc_starts, filled = [], [], 0
         while filled < self.row_len:
             chunk = self._current_chunk()
@@ -168,6 +185,7 @@ class SubStream:
         """``k`` rows (k, seq_len + 1) and their document starts, as ``k`` calls of ``next_row``. Without
         starts, the whole rows inside the current chunk are one slice of it (pre-tokenized chunks are memmap
         slices: nothing is copied per row); only a row that spans two chunks is assembled."""
+        self._settle()
         if with_starts:
             rows, starts = zip(*(self.next_row() for _ in range(k)), strict=True)
             return np.stack(rows), list(starts)

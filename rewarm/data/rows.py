@@ -34,11 +34,12 @@ def owned_rows(j0: int, local: int, per_process: int, w: int) -> Iterator[int]:
 
 
 def process_items(plan: Plan, tokenizer: Any, w: int, j0: int, states: dict[int, Any], per_item: int,
-                  compact: bool = True) -> Iterator[dict[str, Any]]:
+                  compact: bool = True, aligned: bool = False) -> Iterator[dict[str, Any]]:
     """Items of ``per_item`` rows of reading process ``w`` from local row ``j0`` on (``states``: the local
     streams' states). A source ending (on_source_end=stop) ends them with ``{"_end": source, "row": j}``; an
     error is raised after the item of the rows made before it. ``compact``: narrow the token ids (what a
-    worker sends through its pipe)."""
+    worker sends through its pipe). ``aligned``: every item is a whole micro-batch (the training process
+    reading for itself), so a stream's cursor is needed after its last row in the item only."""
     local = plan.local_streams
     per_process = local // plan.workers
     pool, makers = tokenize_pool(), {}
@@ -54,7 +55,7 @@ def process_items(plan: Plan, tokenizer: Any, w: int, j0: int, states: dict[int,
                 maker = makers[t]
                 assert maker.pos == j // local, f"stream {maker.stream} is at row {maker.pos}, not {j // local}"
                 row, i, starts = maker.next_row()
-                made.append((j, t, row, i, starts, maker.sub_cursor(i)))
+                made.append((j, t, row, i, starts, maker if aligned else maker.sub_cursor(i)))
         except SourceExhausted as e:
             if made:
                 yield make_item(plan, made, compact)
@@ -73,14 +74,28 @@ def make_item(plan: Plan, made: list[Any], compact: bool = True) -> dict[str, An
     ``position_ids`` (n, T) and ``masked`` (per row: label offsets whose next token starts a document)."""
     tokens = np.stack([m[2] for m in made])
     sids = np.asarray([sub.source_id for sub in plan.subs], np.int64)[[m[3] for m in made]]
-    item: dict[str, Any] = {"tokens": narrow(tokens) if compact else tokens, "source_ids": sids, "rows": np.asarray([m[0] for m in made]),
-                            "cursors": [(m[1], plan.subs[m[3]].key, m[5]) for m in made]}
+    item: dict[str, Any] = {"tokens": narrow(tokens) if compact else tokens, "source_ids": sids,
+                            "rows": np.asarray([m[0] for m in made]), "cursors": cursors_of(plan, made)}
     if plan.document_mask:
         starts = [m[4] for m in made]
         pos = document_positions(starts, plan.seq_len)
         item["position_ids"] = pos.astype(np.int16) if plan.seq_len <= 1 << 15 else pos
         item["masked"] = [[p - 1 for p in s if p >= 1] for s in starts]
     return item
+
+
+def cursors_of(plan: Plan, made: list[Any]) -> list[tuple[int, str | None, dict[str, Any] | None]]:
+    """(local stream, sub key, cursor after the row) per row. A row made with its RowMaker in place of the cursor
+    (an aligned item) gets ``(stream, None, every sub-stream cursor of the stream)`` if it is the stream's last
+    row in the item, else ``(stream, key, None)``: the stream's state is taken after the whole item only."""
+    last = {m[1]: k for k, m in enumerate(made)}
+    out = []
+    for k, m in enumerate(made):
+        if isinstance(m[5], RowMaker):  # (stream, None, all its sub-streams' cursors) or (stream, key, None)
+            out.append((m[1], None, m[5].state()["subs"]) if last[m[1]] == k else (m[1], plan.subs[m[3]].key, None))
+        else:
+            out.append((m[1], plan.subs[m[3]].key, m[5]))
+    return out
 
 
 def narrow(tokens: np.ndarray) -> np.ndarray:

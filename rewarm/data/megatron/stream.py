@@ -134,7 +134,7 @@ def _unit_chunks(spec: Any, epoch: int, unit: int, u: int, start: int, eos_id: i
     count = len(range(offset, view.n_docs, stride))
     p = start
     share = max(1, getattr(spec, "share", 1))  # streams of this process: each holds a chunk
-    look, most = max(batch_docs, MIN_BATCH_DOCS // share, 64), max(CHUNK_TOKENS // share, 1 << 15)
+    look, most = max(batch_docs, MIN_BATCH_DOCS // share, 256), max(CHUNK_TOKENS // share, 1 << 18)
     while p < count:
         docs = unit_docs(spec, epoch, u, view.n_docs, p, min(count, p + look))
         lo, hi = view.spans(docs)
