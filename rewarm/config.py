@@ -19,7 +19,7 @@ from typing import Any
 
 from rewarm.averaging.config import AveragingConfig
 from rewarm.checkpoints.config import CheckpointConfig, ResumeConfig
-from rewarm.data.config import DataConfig
+from rewarm.data.config import DataConfig, check_streams
 from rewarm.errors import ConfigError, key_prefix
 from rewarm.forecast.config import ForecastConfig
 from rewarm.model.config import ModelConfig
@@ -76,6 +76,7 @@ class RunConfig:
             with key_prefix(section):
                 getattr(self, section).validate()
         plan = batch_plan(self)
+        check_streams(self.data.streams, plan.world_size, self.data.num_workers)
         with key_prefix("schedule"):
             validate_schedule(self.schedule, plan.max_steps, plan.tokens_per_step)
 

@@ -135,17 +135,35 @@ class SubStream:
 
             self._chunks: Iterator[Chunk] = token_chunks(spec, self.cursor, eos_id, batch_docs)  # no thread: memcpy
         else:
-            texts = Prefetcher(ChunkReader(spec, batch_docs).batches(self.cursor), depth=2)
-            self._chunks = encoded(texts, tokenizer, eos_id, pool or tokenize_pool(), tokenize_ahead())
+            alone = spec.share <= 1  # one stream in this process; else each of many reads 1 batch ahead
+            texts = Prefetcher(ChunkReader(spec, batch_docs).batches(self.cursor), depth=2 if alone else 1)
+            self._chunks = encoded(texts, tokenizer, eos_id, pool or tokenize_pool(), tokenize_ahead() if alone else 2)
         self._chunk: Chunk | None = None
         self._pos = 0  # token offset in the current chunk
+        self._taken = 0  # rows taken by take_row since the cursor was last worked out
 
     def state(self) -> dict[str, int]:
         """The cursor of the next token (plus counters): small, picklable."""
+        self._settle()
         return dict(self.cursor)
+
+    def take_row(self) -> np.ndarray:
+        """``next_rows(1, False)[0][0]`` for the caller that needs no document starts, cheaper: a row inside
+        the current chunk is a slice of it, and the cursor is worked out when ``state()`` asks for it."""
+        c, lo = self._chunk, self._pos
+        if c is None or lo + self.row_len > len(c.flat):
+            return self.next_rows(1, False)[0][0]
+        self._pos, self._taken = lo + self.row_len, self._taken + 1
+        return c.flat[lo : self._pos]
+
+    def _settle(self) -> None:
+        if self._taken:
+            self.cursor = {**self._cursor_at(), "rows": self.cursor["rows"] + self._taken}
+            self._taken = 0
 
     def next_row(self) -> tuple[np.ndarray, list[int]]:
         """One row (seq_len + 1,) and the offsets in it where a document starts (> 0)."""
+        self._settle()
         parts, doc_starts, filled = [], [], 0
         while filled < self.row_len:
             chunk = self._current_chunk()
@@ -167,6 +185,7 @@ class SubStream:
         """``k`` rows (k, seq_len + 1) and their document starts, as ``k`` calls of ``next_row``. Without
         starts, the whole rows inside the current chunk are one slice of it (pre-tokenized chunks are memmap
         slices: nothing is copied per row); only a row that spans two chunks is assembled."""
+        self._settle()
         if with_starts:
             rows, starts = zip(*(self.next_row() for _ in range(k)), strict=True)
             return np.stack(rows), list(starts)
@@ -221,7 +240,7 @@ class ChunkReader:
                 unit, record = unit + 1, 0
             if full_pass and not produced:
                 raise DataError(f"source {self.spec.key}: a whole pass over {len(order)} file part(s) gave no "
-                                f"usable document (files: {', '.join(self.spec.files[:3])}...)")
+                                f"usable document (files: {', '.join(self.spec.files[:3])}...){few(self.spec)}")
             if self.spec.on_source_end == "stop":
                 logger.info("source %s: end of pass %d, stopping (data.on_source_end=stop)", self.spec.key, epoch)
                 raise SourceExhausted(self.spec.key)
@@ -253,9 +272,10 @@ class ChunkReader:
             return HFReader(files, spec.hf_dataset, spec.hf_split, spec.text_field, spec.subset_field, spec.subsets,
                             spec.on_bad_record, spec.reader, spec.readers, start or None)
         file_idx, offset, stride = spec.units[u]
+        share = (spec.key, epoch) if spec.share > 1 else None  # rewarm.data.shared: one decompression per process
         return _PlainUnit(RecordReader(spec.files[file_idx], spec.text_field, spec.subset_field,
                                        on_bad_record=spec.on_bad_record, start=start or 0, stride=stride,
-                                       offset=offset, subsets=spec.subsets))
+                                       offset=offset, subsets=spec.subsets, share=share))
 
 
 class _PlainUnit:
@@ -275,6 +295,14 @@ class _PlainUnit:
         for doc in self.reader:
             self._next = doc.index + 1
             yield doc.index, doc
+
+
+def few(spec: SubStreamSpec) -> str:
+    """The hint of an empty pass when the source is shared by several streams."""
+    if spec.readers <= 1:
+        return ""
+    return (f"; stream {spec.reader} reads 1 in {spec.readers} of its documents: a source with fewer documents "
+            "than data.streams leaves streams empty, lower data.streams")
 
 
 def _file_order(spec: SubStreamSpec, epoch: int) -> list[int]:

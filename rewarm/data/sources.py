@@ -120,18 +120,20 @@ class RecordReader:
         stride: int = 1,
         offset: int = 0,
         subsets: frozenset[str] | None = None,
+        share: Any = None,
     ) -> None:
         self.path, self.text_field, self.subset_field = path, text_field, subset_field
+        self.share = share  # a key: the readers of this process with the same key share one decompression
         self.on_bad_record, self.start, self.stride, self.offset = on_bad_record, start, stride, offset
         self.subsets = subsets
         self.skipped = 0
 
     def __iter__(self) -> Iterator[Doc]:
         try:
-            records = _parquet_rows(self.path) if _is_parquet(self.path) else _jsonl_lines(self.path, self.start)
+            records = self._records()
             n = self.start - 1  # lines before start are skipped unread: not an empty file
             for n, raw in records:
-                if n < self.start or n % self.stride != self.offset:
+                if raw is None or n < self.start or n % self.stride != self.offset:
                     continue
                 doc = self._parse(n, raw)
                 if doc is not None:
@@ -141,6 +143,16 @@ class RecordReader:
         except (OSError, EOFError, ValueError, zlib.error, _zstd_error()) as e:
             # Unreadable or truncated: the rest of the file is lost, counted as one bad record.
             self._bad(-1, f"unreadable or truncated file ({type(e).__name__}: {e})")
+
+    def _records(self) -> Iterator[tuple[int, Any]]:
+        if _is_parquet(self.path):
+            return _parquet_rows(self.path)
+        if self.share is not None and self.stride > 1:
+            from rewarm.data.shared import shared_lines
+
+            return shared_lines((self.path, self.stride, self.share), lambda: _jsonl_lines(self.path), self.start,
+                                self.stride, self.offset)
+        return _jsonl_lines(self.path, self.start)
 
     def _parse(self, n: int, raw: Any) -> Doc | None:
         if isinstance(raw, bytes):

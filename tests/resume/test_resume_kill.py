@@ -105,7 +105,7 @@ def test_kill9_at_random_steps_and_mid_checkpoint_then_identical(resume_world: d
     assert (run_dir / "summary.json").is_file()
     _check_same_run(tmp_path / "ref", run_dir, msg)
     assert any(r["val_avg/pile/loss"] for r in comparable_rows(run_dir / "metrics.csv")[1:-1])  # the EMA's columns
-    _check_documents(resume_world, record, streams=1, accum=2, msg=msg)
+    _check_documents(resume_world, record, streams=2, accum=2, msg=msg)
 
 
 @pytest.fixture(scope="module")
