@@ -18,7 +18,7 @@ from pathlib import Path
 from typing import Any
 
 from rewarm.checkpoints.config import CheckpointConfig, ResumeConfig
-from rewarm.data.config import DataConfig
+from rewarm.data.config import DataConfig, check_streams
 from rewarm.errors import ConfigError, key_prefix
 from rewarm.model.config import ModelConfig
 from rewarm.schedules.config import ScheduleConfig, validate_schedule
@@ -70,6 +70,7 @@ class RunConfig:
             with key_prefix(section):
                 getattr(self, section).validate()
         plan = batch_plan(self)
+        check_streams(self.data.streams, plan.world_size, self.data.num_workers)
         with key_prefix("schedule"):
             validate_schedule(self.schedule, plan.max_steps, plan.tokens_per_step)
 
