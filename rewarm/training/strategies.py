@@ -252,7 +252,24 @@ class UniversalLoad:
 
             raise ResumeError(f"could not convert the DeepSpeed checkpoint {state} to a universal checkpoint for "
                               f"a resume on another number of ranks ({error}); by hand: {conversion_command(state)}")
-        return super().load_checkpoint(universal_dir(state), weights_only)  # type: ignore[misc]
+        optimizer = self.deepspeed_engine.optimizer  # type: ignore[attr-defined]
+        hyper = [{k: v for k, v in g.items() if k != "params"} for g in optimizer.param_groups]
+        client_state = super().load_checkpoint(universal_dir(state), weights_only)  # type: ignore[misc]
+        fix_zero3_universal_load(optimizer, hyper)
+        return client_state
+
+
+def fix_zero3_universal_load(optimizer: Any, hyper: list[dict[str, Any]]) -> None:
+    """Undo two slips of DeepSpeed 0.19's ZeRO-3 universal load (harmless for ZeRO-1/2): it gives every param group
+    the first group's hyperparameters (weight decay included; ours has a no-decay group), put back from ``hyper``
+    (the config's, taken before the load); and it gives every parameter partition *one* shared AdamW ``step``
+    tensor, which each partition's update then increments (bias correction off after one step): each gets a copy."""
+    for group, saved in zip(optimizer.param_groups, hyper, strict=True):
+        group.update(saved)
+    inner = getattr(optimizer, "optimizer", optimizer)  # the torch optimizer under DeepSpeed's wrapper
+    for state in inner.state.values():
+        if isinstance(state.get("step"), torch.Tensor):
+            state["step"] = state["step"].clone()
 
 
 class UniversalDeepSpeedStrategy(UniversalLoad, DeepSpeedStrategy):
