@@ -128,11 +128,17 @@ class FirstStep:
     def __init__(self) -> None:
         self.at: float | None = None
         self.input_ids: Any = None
+        self.start_step = 0
+
+    def on_train_start(self, trainer: Any, pl_module: Any) -> None:
+        self.start_step = trainer.global_step
 
     def on_train_batch_end(self, trainer: Any, pl_module: Any, outputs: Any, batch: Any, batch_idx: int) -> None:
-        if self.at is None:
-            self.at, self.input_ids = time.perf_counter(), batch["input_ids"].cpu()
-        trainer.should_stop = True
+        if self.input_ids is None:
+            self.input_ids = batch["input_ids"].cpu()  # the first micro-batch (checked by ``expect``)
+        if self.at is None and trainer.global_step > self.start_step:  # an optimizer step ended (accumulation)
+            self.at = time.perf_counter()
+            trainer.should_stop = True
 
 
 def time_to_first_step(overrides: list[str], expect: Any = None) -> float:
@@ -214,20 +220,17 @@ def loader_level(data: Any, tok: Any, s: dict[str, int], state: dict[str, Any]) 
 
 
 def elastic_seed(overrides: list[str], out: Path, name: str, ranks: int) -> Path:
-    """A finished 3-step run of ``ranks`` CPU ranks (``torchrun`` for 2) keeping only its step-1 checkpoint."""
+    """A finished 3-step run on ``ranks`` CPU ranks (``torchrun``), keeping only its step-1 checkpoint."""
     import os
     import subprocess
 
     ov = [*overrides, f"run.name={name}", f"trainer.devices={ranks}", "resume.mode=never"]
-    if ranks == 1:
-        time_to_first_step(ov)
-    else:
-        env = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONPATH": str(C.REPO), "WANDB_MODE": "disabled"}
-        empty = out / "empty.yaml"
-        empty.write_text("{}\n")
-        cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", f"--nproc-per-node={ranks}",
-               "-m", "rewarm", "train", str(empty), *ov]
-        subprocess.run(cmd, check=True, env=env, cwd=C.REPO, capture_output=True)
+    env = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONPATH": str(C.REPO), "WANDB_MODE": "disabled"}
+    empty = out / "empty.yaml"
+    empty.write_text("{}\n")
+    cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", f"--nproc-per-node={ranks}",
+           "-m", "rewarm", "train", str(empty), *ov]
+    subprocess.run(cmd, check=True, env=env, cwd=C.REPO, capture_output=True)
     run_dir = out / name
     for extra in sorted((run_dir / "checkpoints").glob("step*"))[1:]:
         shutil.rmtree(extra)

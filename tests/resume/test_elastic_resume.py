@@ -95,19 +95,20 @@ def test_ddp_killed_on_2_ranks_resumes_on_1_then_4(elastic_config, reference, re
 
 @pytest.mark.parametrize("strategy", ["fsdp", "zero2", "zero3"])
 def test_sharded_state_resumes_on_fewer_ranks(strategy, elastic_config, reference, tmp_path):
-    """2 ranks until the first checkpoint (killed), then 1 rank (in this process) to the end."""
+    """2 ranks until the first checkpoint (killed), then 1 rank to the end (a process of its own: DeepSpeed's
+    process groups outlive a run in the process that made them)."""
     pytest.importorskip("deepspeed") if strategy.startswith("zero") else None
     t = elastic_config
     ov = [*COMMON, f"run.out_dir={tmp_path}", "run.name=r", *_strategy(strategy, tmp_path)]
     log, metrics = tmp_path / "train.log", tmp_path / "r" / "metrics.csv"
     kill_ranks_when(start_ranks(2, t["cfg"], ov, log, tmp_path / "record.jsonl"), lambda: last_row_step(metrics) >= 3,
               log, "step 3")
-    assert train_here(t["cfg"], [*ov, "trainer.devices=1"], log) == 0, tail(log)
+    assert finish(start_ranks(1, t["cfg"], ov, log, tmp_path / "record.jsonl"), log) == 0, tail(log)
     assert _elastic_lines(log) == [f"elastic resume: 2 ranks -> 1 rank, accumulation 1 -> 2, streams {STREAMS} "
                                    "unchanged"], tail(log)
     _check_same_losses(reference, metrics, f"{strategy}, 2 ranks -> 1")
-    if strategy.startswith("zero"):  # converted once, next to the checkpoint it came from
-        assert list((tmp_path / "r" / "checkpoints").glob("step*/universal/latest_universal")), tail(log)
+    converted = log.read_text().count("to a universal checkpoint (python -m deepspeed.checkpoint.ds_to_universal")
+    assert converted == (1 if strategy.startswith("zero") else 0), tail(log)  # DeepSpeed only, by rank 0, once
 
 
 def _strategy(name: str, tmp: Path) -> list[str]:
