@@ -1,5 +1,7 @@
-"""GPU checks, skipped without CUDA: DeepSpeed ZeRO-2 / ZeRO-3 in bf16 through the unmodified Lightning
-DeepSpeedStrategy on one GPU (training, export, logits), and flash-attn 2 against SDPA when installed.
+"""GPU checks, skipped without CUDA: DeepSpeed ZeRO-2 / ZeRO-3 in bf16 through Lightning's DeepSpeedStrategy
+(``GPUDeepSpeedStrategy``: the loss divided by the accumulation once) on one GPU (training, export, logits), an
+elastic resume of ZeRO-2 / ZeRO-3 from 2 GPUs to 1 (universal checkpoint; needs 2 GPUs), and flash-attn 2
+against SDPA when installed.
 Run on a GPU machine: ``pytest -q -m gpu tests/scale/test_gpu.py``."""
 
 from __future__ import annotations
