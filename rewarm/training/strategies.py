@@ -147,18 +147,22 @@ def full_deepspeed_config(t: TrainerConfig, plan: BatchPlan) -> dict[str, Any]:
     return base
 
 
-def build_strategy(t: TrainerConfig, plan: BatchPlan) -> Any:
-    """The ``strategy=`` argument of ``lightning.Trainer`` for ``trainer.strategy``."""
+def build_strategy(t: TrainerConfig, plan: BatchPlan, *, reshard: bool = False) -> Any:
+    """The ``strategy=`` argument of ``lightning.Trainer`` for ``trainer.strategy``. ``reshard``: the run resumes
+    a checkpoint written by another number of ranks (DeepSpeed: through its universal checkpoint; FSDP2's
+    distributed checkpoint reshards by itself; DDP's state is whole on every rank)."""
     accelerator = resolve_accelerator(t.accelerator)
     if t.strategy == "deepspeed":
         config = full_deepspeed_config(t, plan)
+        if reshard:
+            config["checkpoint"] = {**config.get("checkpoint", {}), "load_universal": True}
         log.info("DeepSpeed ZeRO-%d config: %s", t.deepspeed.stage, json.dumps(config, sort_keys=True))
         # Lightning warns that an overridden configure_gradient_clipping does not clip: ours knows (it only
         # reads DeepSpeed's norm; DeepSpeed clips with the generated gradient_clipping).
         warnings.filterwarnings("ignore", message=".*DeepSpeed handles gradient clipping internally.*")
         if accelerator == "cpu":
-            return CPUDeepSpeedStrategy(config=config)
-        return DeepSpeedStrategy(config=config)
+            return (UniversalCPUDeepSpeedStrategy if reshard else CPUDeepSpeedStrategy)(config=config)
+        return (UniversalDeepSpeedStrategy if reshard else GPUDeepSpeedStrategy)(config=config)
     if t.strategy == "fsdp":
         return FSDP2Strategy(data_parallel_size=plan.world_size, tensor_parallel_size=1)
     if t.strategy == "ddp":
@@ -200,7 +204,22 @@ def clip_gradients(strategy: Any, parameters: Iterable[torch.Tensor], max_norm: 
     return total
 
 
-class CPUDeepSpeedStrategy(DeepSpeedStrategy):
+class ScaleLossOnce:
+    """Mixin of a DeepSpeed strategy: Lightning already divides each micro-batch's loss by the accumulation
+    (``trainer.accumulate_grad_batches``); DeepSpeed's ``engine.backward`` would divide it again (its default
+    ``scale_wrt_gas=True``), leaving gradients, the logged gradient norm and the clipping threshold off by the
+    accumulation factor, and a run's numerics dependent on how its global batch is split (measured: ZeRO-2 on
+    1 rank x accumulation 2 logged half the norm of 2 ranks x 1). The loss is divided once."""
+
+    def backward(self, closure_loss: torch.Tensor, optimizer: Any, *args: Any, **kwargs: Any) -> torch.Tensor:
+        return super().backward(closure_loss, optimizer, *args, scale_wrt_gas=False, **kwargs)  # type: ignore[misc]
+
+
+class GPUDeepSpeedStrategy(ScaleLossOnce, DeepSpeedStrategy):
+    """Lightning's DeepSpeedStrategy, the loss divided by the accumulation once (``ScaleLossOnce``)."""
+
+
+class CPUDeepSpeedStrategy(ScaleLossOnce, DeepSpeedStrategy):
     """DeepSpeedStrategy on DeepSpeed's CPU accelerator (gloo): skips Lightning's CUDA-only checks and gives
     ``deepspeed.initialize`` the local rank as ``device_rank`` (a CPU device has no index)."""
 
@@ -224,6 +243,56 @@ class CPUDeepSpeedStrategy(DeepSpeedStrategy):
             lr_scheduler=lr_scheduler, dist_init_required=False,
         )
         return engine, ds_optimizer
+
+
+class UniversalLoad:
+    """Mixin of a DeepSpeed strategy whose engine has ``load_universal`` set: the ZeRO checkpoint it resumes was
+    written by another number of ranks, so rank 0 converts it to DeepSpeed's universal checkpoint first
+    (``rewarm.checkpoints.universal``), every rank waits for it and loads that."""
+
+    def load_checkpoint(self, checkpoint_path: Any, weights_only: bool | None = None) -> dict[str, Any]:
+        from rewarm.checkpoints.universal import to_universal, universal_dir
+
+        state = Path(checkpoint_path)
+        error = None
+        if self.is_global_zero:  # type: ignore[attr-defined]
+            try:
+                to_universal(state)
+            except Exception as e:  # every rank must leave the broadcast below alike
+                error = f"{type(e).__name__}: {e}"
+        error = self.broadcast(error)  # type: ignore[attr-defined]
+        if error is not None:
+            from rewarm.checkpoints.universal import conversion_command
+            from rewarm.errors import ResumeError
+
+            raise ResumeError(f"could not convert the DeepSpeed checkpoint {state} to a universal checkpoint for "
+                              f"a resume on another number of ranks ({error}); by hand: {conversion_command(state)}")
+        optimizer = self.deepspeed_engine.optimizer  # type: ignore[attr-defined]
+        hyper = [{k: v for k, v in g.items() if k != "params"} for g in optimizer.param_groups]
+        client_state = super().load_checkpoint(universal_dir(state), weights_only)  # type: ignore[misc]
+        fix_zero3_universal_load(optimizer, hyper)
+        return client_state
+
+
+def fix_zero3_universal_load(optimizer: Any, hyper: list[dict[str, Any]]) -> None:
+    """Undo two slips of DeepSpeed 0.19's ZeRO-3 universal load (harmless for ZeRO-1/2): it gives every param group
+    the first group's hyperparameters (weight decay included; ours has a no-decay group), put back from ``hyper``
+    (the config's, taken before the load); and it gives every parameter partition *one* shared AdamW ``step``
+    tensor, which each partition's update then increments (bias correction off after one step): each gets a copy."""
+    for group, saved in zip(optimizer.param_groups, hyper, strict=True):
+        group.update(saved)
+    inner = getattr(optimizer, "optimizer", optimizer)  # the torch optimizer under DeepSpeed's wrapper
+    for state in inner.state.values():
+        if isinstance(state.get("step"), torch.Tensor):
+            state["step"] = state["step"].clone()
+
+
+class UniversalDeepSpeedStrategy(UniversalLoad, GPUDeepSpeedStrategy):
+    """DeepSpeedStrategy that resumes a ZeRO checkpoint of another world size (GPU)."""
+
+
+class UniversalCPUDeepSpeedStrategy(UniversalLoad, CPUDeepSpeedStrategy):
+    """CPUDeepSpeedStrategy that resumes a ZeRO checkpoint of another world size."""
 
 
 class FSDP2Strategy(ModelParallelStrategy):
