@@ -18,7 +18,7 @@ from pathlib import Path
 from typing import Any
 
 from rewarm.checkpoints.config import CheckpointConfig, ResumeConfig
-from rewarm.data.config import DataConfig
+from rewarm.data.config import DataConfig, check_streams
 from rewarm.errors import ConfigError, key_prefix
 from rewarm.model.config import ModelConfig
 from rewarm.schedules.config import ScheduleConfig, validate_schedule
@@ -70,6 +70,7 @@ class RunConfig:
             with key_prefix(section):
                 getattr(self, section).validate()
         plan = batch_plan(self)
+        check_streams(self.data.streams, plan.world_size, self.data.num_workers)
         with key_prefix("schedule"):
             validate_schedule(self.schedule, plan.max_steps, plan.tokens_per_step)
 
@@ -111,7 +112,9 @@ def batch_plan(cfg: RunConfig) -> BatchPlan:
     per_pass = t.micro_batch_size * world
     if rows % per_pass:
         key = "trainer.global_batch_tokens" if t.global_batch_tokens is not None else "trainer.global_batch_size"
-        raise ConfigError(key, f"{rows} rows per step is not a multiple of micro_batch_size x devices x num_nodes = {per_pass}")
+        raise ConfigError(key, f"{rows} rows per step is not a multiple of micro_batch_size x devices x num_nodes = "
+                          f"{t.micro_batch_size} x {t.devices} x {t.num_nodes} = {per_pass}; "
+                          + keep_batch_hint(rows, world, t.micro_batch_size))
     accum = rows // per_pass
     tokens_per_step = rows * seq_len
     if t.max_steps is not None:
@@ -120,6 +123,21 @@ def batch_plan(cfg: RunConfig) -> BatchPlan:
         assert t.max_tokens is not None
         steps = math.ceil(t.max_tokens / tokens_per_step)
     return BatchPlan(world, t.micro_batch_size, accum, seq_len, steps)
+
+
+def keep_batch_hint(rows: int, world: int, micro_batch_size: int) -> str:
+    """How ``rows`` per optimizer step can be kept on ``world`` ranks: the micro-batch sizes (with their
+    accumulation) that divide it, or else the world sizes that can."""
+    ranks = f"{world} rank" + ("s" if world != 1 else "")
+    if rows % world:
+        worlds = ", ".join(str(w) for w in range(1, rows + 1) if rows % w == 0)
+        return f"{rows} rows cannot be split evenly over {ranks}: use a world size that divides {rows} ({worlds})"
+    per_rank = rows // world
+    micros = [m for m in range(1, per_rank + 1) if per_rank % m == 0]
+    return (f"to keep {rows} rows per optimizer step on {ranks} ({per_rank} per rank), set "
+            f"trainer.global_batch_size={rows} and trainer.micro_batch_size to one of {', '.join(map(str, micros))} "
+            f"(accumulation {', '.join(str(per_rank // m) for m in micros)})"
+            + ("" if micro_batch_size in micros else f", not {micro_batch_size}"))
 
 
 # ---------------------------------------------------------------- loading

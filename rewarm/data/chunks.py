@@ -42,6 +42,7 @@ class SubStreamSpec:
     first_row: int = -1  # >= 0: Pythia's rows of row_len tokens from this row on, instead of documents
     row_len: int = 0
     vocab_size: int = 0  # ids must be below it (0: unchecked)
+    share: int = 1  # logical streams read by this process: their read-ahead and chunks are cut to match
 
 
 @dataclass

@@ -240,7 +240,11 @@ class DataConfig:
     val: dict[str, ValSetConfig] = field(default_factory=dict)
     """Validation sets by name."""
     num_workers: int = 1
-    """DataLoader worker processes per rank (0 = read in the training process). A resume needs the same value."""
+    """DataLoader worker processes per rank (0 = read in the training process); may change on resume."""
+    streams: int = 64
+    """Logical streams the training data is read by, over all ranks: row r of optimizer step k always comes from
+    the same stream and position, whatever the number of ranks and workers (docs/resuming.md, Streams). Must
+    be a multiple of devices x num_nodes x max(1, num_workers); must stay the same on resume."""
     cache_dir: str | None = None
     """Where tokenized validation rows are cached (default: <run.out_dir>/.cache)."""
     document_mask: bool = False
@@ -269,6 +273,8 @@ class DataConfig:
             raise ConfigError("train", "needs at least one source: data.train.<name>.paths=[...]")
         if self.num_workers < 0:
             raise ConfigError("num_workers", f"must be >= 0, got {self.num_workers}")
+        if self.streams < 1:
+            raise ConfigError("streams", f"must be >= 1, got {self.streams}")
         if self.tokenize_batch_docs < 1:
             raise ConfigError("tokenize_batch_docs", f"must be >= 1, got {self.tokenize_batch_docs}")
         _choice("on_bad_record", self.on_bad_record, ("skip", "error"))
@@ -292,6 +298,19 @@ class DataConfig:
                               f"{PYTHIA_SEQ_LEN}, got {self.seq_len}")
         if not any(s.weight > 0 or any(k.weight > 0 for k in s.weight_schedule) for s in self.train.values()):
             raise ConfigError("train", "the weights of the sources sum to 0")
+
+
+def check_streams(streams: int, world_size: int, num_workers: int) -> None:
+    """Refuse data.streams that the ranks x reading processes per rank cannot share out whole (ConfigError
+    ``data.streams`` naming the numbers and the nearest valid values)."""
+    readers = world_size * max(1, num_workers)
+    if streams % readers == 0:
+        return
+    below, above = streams // readers * readers, (streams // readers + 1) * readers
+    nearest = f"{below} or {above}" if below else f"{above}"
+    raise ConfigError("data.streams", f"{streams} streams cannot be shared out by {world_size} rank(s) x "
+                      f"{max(1, num_workers)} DataLoader worker(s) per rank = {readers} readers: data.streams must be "
+                      f"a multiple of {readers}; nearest valid: {nearest} (or change data.num_workers)")
 
 
 def _choice(key: str, value: str, allowed: tuple[str, ...]) -> None:

@@ -1,25 +1,26 @@
-"""The training loader: logical streams run in DataLoader workers, batches carry the pipeline state.
+"""The training loader: ``data.streams`` logical streams over all ranks, read in DataLoader workers; batches
+carry the pipeline state.
 
-Per rank there are ``L = max(1, num_workers)`` logical streams; per-rank batch ``k`` is made by stream
-``k % L``. torch's DataLoader hands out batches of an IterableDataset round-robin over its workers, so
-worker ``w`` runs stream ``(k0 + w) % L`` where ``k0`` is the number of batches already delivered. Each
-batch carries its stream's cursor; the loader keeps the cursor of the last *delivered* batch of every
-stream, so ``batch["data_state"]`` is exact even though workers run ahead (prefetch).
+The rows do not depend on the world size or the worker count (rewarm.data.mixing: global row ``g`` is row
+``g // S`` of stream ``g % S``; rank ``i`` of ``W`` reads the global rows ``i + W * j``). A rank's streams are
+split over its ``K = max(1, data.num_workers)`` reading processes in blocks (rewarm.data.rows); each process
+makes its rows in order and sends them as items of several rows; the loader puts the rows back in order by
+their row number and cuts micro-batches of ``micro_batch_size`` rows. Each row carries its stream's cursor;
+the loader keeps the cursor of the last *delivered* row of every stream, so ``batch["data_state"]`` is exact
+even though workers run ahead (prefetch), and it holds one cursor per global stream: a state saved by N ranks
+loads on M ranks (rewarm.data.state).
 
-What a worker sends is cheap to hand over: compact numpy batches (``_compact``: uint16 token ids where they
-fit, no separate labels), ``WORKER_BUNDLE`` consecutive batches of its stream per DataLoader item, pickled
-through the worker's pipe. torch's default, shared-memory tensors, costs a socket connection and a memory
-mapping per tensor. The main process puts the bundles back in per-rank order (``_interleave``) and makes
-the model's int64 tensors (``model_inputs``). Measured with benchmarks/data_throughput.py.
+What a worker sends is cheap to hand over: compact numpy rows (uint16 token ids where they fit, no separate
+labels), ``WORKER_BUNDLE`` micro-batches' worth of rows per DataLoader item, pickled through the worker's
+pipe. torch's default, shared-memory tensors, costs a socket connection and a memory mapping per tensor. The
+main process makes the model's int64 tensors (``model_inputs``). Measured with benchmarks/data_throughput.py.
 """
 
 from __future__ import annotations
 
 import atexit
 import contextlib
-import copy
 import hashlib
-import itertools
 import json
 import logging
 import os
@@ -31,16 +32,16 @@ from typing import Any
 import numpy as np
 import torch
 
-from rewarm.data.config import DataConfig
-from rewarm.data.mixing import BatchMaker, Plan, SubSource
-from rewarm.data.packing import SourceExhausted
+from rewarm.data.config import DataConfig, check_streams
+from rewarm.data.mixing import Plan, SubSource
+from rewarm.data.rows import micro_batch, process_items
 from rewarm.data.sources import expand_paths, file_signature, is_remote
-from rewarm.errors import ResumeError
+from rewarm.data.state import DATA_ORDER_VERSION, STATE_VERSION, rank_start, saved_world_size
+from rewarm.errors import ConfigError, ResumeError
 
 logger = logging.getLogger(__name__)
-STATE_VERSION = 1
-# Batches per item a worker sends: the DataLoader's own cost per item (about 0.3 ms of CPU over the two
-# processes: its queues, pickling, a profiler scope) is paid once per WORKER_BUNDLE batches.
+# Micro-batches' worth of rows per item a worker sends: the DataLoader's own cost per item (about 0.3 ms of
+# CPU over the two processes: its queues, pickling, a profiler scope) is paid once per WORKER_BUNDLE batches.
 WORKER_BUNDLE = 4
 
 
@@ -135,50 +136,62 @@ class TrainLoader:
         self.source_names: list[str] = list(plan.source_names)
         files = list(dict.fromkeys(f for s in plan.subs for f in sub_files(s)))  # in source order
         self._fingerprint = data_fingerprint(cfg, tokenizer, files)
-        self._batches = 0
-        self._streams: list[dict[str, Any]] = [{"batches": 0, "subs": {}} for _ in range(plan.streams_per_rank)]
+        self._row = 0  # the rank's next local row
+        empty: dict[str, Any] = {"pos": 0, "subs": {}}
+        self._streams: dict[int, dict[str, Any]] = dict.fromkeys(range(plan.local_streams), empty)
 
     def fingerprint(self) -> str:
         return self._fingerprint
 
     def layout(self) -> dict[str, int]:
+        """What the token stream depends on besides the data config: must match on resume."""
         p = self.plan
-        return {"world_size": p.world_size, "streams_per_rank": p.streams_per_rank, "seed": p.seed,
-                "micro_batch_size": p.micro_batch_size, "grad_accum_steps": p.grad_accum_steps,
-                "seq_len": p.seq_len}
+        return {"streams": p.streams, "seed": p.seed, "seq_len": p.seq_len, "rows_per_step": p.rows_per_step}
+
+    def world(self) -> dict[str, int]:
+        """How this run reads the stream (may change on resume)."""
+        p = self.plan
+        return {"world_size": p.world_size, "workers": p.workers, "micro_batch_size": p.micro_batch_size,
+                "grad_accum_steps": p.grad_accum_steps}
 
     def state_dict(self) -> dict[str, Any]:
-        """Complete state after the last delivered batch (plain python types; pickle / json friendly)."""
-        rank_state = {"batches": self._batches, "streams": _copy_streams(self._streams)}
-        return {"version": STATE_VERSION, "fingerprint": self._fingerprint, "layout": self.layout(),
-                "source_names": list(self.source_names), "sub_sources": {s.key: s.source_id for s in self.plan.subs},
-                "ranks": {str(self.plan.rank): rank_state}}
+        """State after the last delivered batch: this rank's streams (plain python types; pickle / json friendly).
+        Stream states are never changed in place, so the copy is shallow."""
+        p = self.plan
+        return {"version": STATE_VERSION, "data_order": DATA_ORDER_VERSION, "fingerprint": self._fingerprint,
+                "layout": self.layout(), "world": self.world(), "source_names": list(self.source_names),
+                "sub_sources": {s.key: s.source_id for s in p.subs},
+                "streams": {str(p.global_stream(t)): s for t, s in self._streams.items()}}
 
     def load_state_dict(self, state: dict[str, Any]) -> None:
-        """Continue after the batch that carried ``state``. Raises ResumeError on a different data config or layout."""
-        check_compatible(state, self._fingerprint, self.layout(), self.plan.rank)
-        mine = state["ranks"][str(self.plan.rank)]
-        self._batches = int(mine["batches"])
-        self._streams = copy.deepcopy(mine["streams"])
+        """Continue after the rows ``state`` covers, on any world size that divides them. Raises ResumeError on a
+        different data config or layout, a state without every stream, or a version-1 state."""
+        check_compatible(state, self._fingerprint, self.layout(), self.plan.world_size)
+        self._row, mine = rank_start(state, self.plan.streams, self.plan.world_size, self.plan.rank)
+        self._streams = {t: {"pos": int(s["pos"]), "subs": {k: dict(c) for k, c in s["subs"].items()}}
+                         for t, s in mine.items()}
 
     def __iter__(self) -> Iterator[dict[str, Any]]:
         items = self._iter_in_process() if self.cfg.num_workers == 0 else self._iter_workers()
-        for item in items:
-            if "_end" in item:
-                logger.info("training stream of rank %d ended: source %s is exhausted (data.on_source_end=stop)",
-                            self.plan.rank, item["_end"])
-                return
-            self._streams[item.pop("_stream")] = item.pop("_state")
-            batch: dict[str, Any] = model_inputs(item)
-            self._batches += 1
+        for refs in _in_row_order(items, self._row, self.plan.micro_batch_size, self.plan.rank):
+            batch: dict[str, Any] = model_inputs(micro_batch(refs, self.plan.seq_len, self.plan.document_mask))
+            self._advance(refs)
             batch["data_state"] = self.state_dict()
             yield batch
 
+    def _advance(self, refs: list[tuple[dict[str, Any], int]]) -> None:
+        for item, i in refs:
+            t, key, cursor = item["cursors"][i]
+            old = self._streams[t]
+            self._streams[t] = {"pos": old["pos"] + 1, "subs": {**old["subs"], key: cursor}}
+        self._row += len(refs)
+
     def _iter_in_process(self) -> Iterator[dict[str, Any]]:
-        yield from _stream_items(self.plan, self.tokenizer, 0, self._streams[0])
+        yield from process_items(self.plan, _backend(self.tokenizer), 0, self._row, self._streams,
+                                 self.plan.micro_batch_size, compact=False)
 
     def _iter_workers(self) -> Iterator[dict[str, Any]]:
-        dataset = _WorkerDataset(self.plan, _backend(self.tokenizer), self._batches, copy.deepcopy(self._streams))
+        dataset = _WorkerDataset(self.plan, _backend(self.tokenizer), self._row, dict(self._streams))
         ctx = _start_method(self.cfg)
         loader = torch.utils.data.DataLoader(dataset, batch_size=None, num_workers=self.cfg.num_workers,
                                              multiprocessing_context=ctx, worker_init_fn=_worker_init,
@@ -186,20 +199,49 @@ class TrainLoader:
         with _single_threaded_fork(ctx.get_start_method() == "fork"):
             iterator = iter(loader)  # workers start here
         try:
-            yield from _interleave(iterator, self.plan.streams_per_rank)
+            yield from iterator
         finally:  # an error or an abandoned iteration: stop the workers now (they ignore SIGTERM, see below)
             getattr(iterator, "_shutdown_workers", lambda: None)()  # torch: the multi-worker iterator
 
 
-def _copy_streams(streams: list[dict[str, Any]]) -> list[dict[str, Any]]:
-    """A copy of the streams' cursors (dicts of ints two levels deep): what deepcopy does, 10x cheaper."""
-    return [{"batches": s["batches"], "subs": {k: dict(c) for k, c in s["subs"].items()}} for s in streams]
+def _in_row_order(items: Iterator[dict[str, Any]], j0: int, size: int,
+                  rank: int) -> Iterator[list[tuple[dict[str, Any], int]]]:
+    """Micro-batches of ``size`` rows from ``j0`` on, as (item, index) references in row order, from items
+    that arrive in any order. Ends at the first row a source could not make (on_source_end=stop)."""
+    pending: dict[int, tuple[dict[str, Any], int]] = {}
+    end: int | None = None
+    j = j0
+    while True:
+        for row in range(j, j + size):
+            while row not in pending:
+                item = next(items, None) if end is None or row < end else None
+                if item is None:
+                    if end is not None:
+                        logger.info("training stream of rank %d ended: a source is exhausted (data.on_source_end=stop)",
+                                    rank)
+                    return
+                if "_end" in item:
+                    end = item["row"] if end is None else min(end, item["row"])
+                    continue
+                pending.update((r, (item, i)) for i, r in enumerate(item["rows"].tolist()))
+        yield [pending.pop(row) for row in range(j, j + size)]
+        j += size
 
 
-def check_compatible(state: dict[str, Any], fingerprint: str, layout: dict[str, int], rank: int) -> None:
-    """Refuse a state from different data, a different layout, or without this rank's part."""
-    if not isinstance(state, dict) or state.get("version") != STATE_VERSION:
+def check_compatible(state: dict[str, Any], fingerprint: str, layout: dict[str, int], world_size: int) -> None:
+    """Refuse a state of an unknown format, of the old data order (version 1), from different data, or of a
+    different layout."""
+    if not isinstance(state, dict) or state.get("version") not in (1, STATE_VERSION):
         raise ResumeError(f"data state: unknown format (expected version {STATE_VERSION})")
+    if state["version"] == 1:
+        saved = saved_world_size(state)
+        if saved != world_size:
+            raise ResumeError(f"data state was written before data.streams (data order 1, per-rank streams) by "
+                              f"{saved} rank(s): it resumes only on the world size it was written with "
+                              f"({saved} rank(s), now {world_size}); resume with {saved} rank(s), or start a new run")
+        raise ResumeError("data state was written before data.streams (data order 1): this version reads the data "
+                          f"in another order (data order {DATA_ORDER_VERSION}); resume it with the rewarm version "
+                          "that wrote it, or start a new run")
     if state["fingerprint"] != fingerprint:
         raise ResumeError(f"data state was saved with a different data config (fingerprint {state['fingerprint']}, "
                           f"now {fingerprint}): the data.train sources, their files, seq_len, document_mask, "
@@ -208,36 +250,8 @@ def check_compatible(state: dict[str, Any], fingerprint: str, layout: dict[str, 
     diff = {k: (state["layout"].get(k), v) for k, v in layout.items() if state["layout"].get(k) != v}
     if diff:
         text = ", ".join(f"{k}: saved {a}, now {b}" for k, (a, b) in diff.items())
-        raise ResumeError(f"data state was saved with a different layout ({text}); streams_per_rank = "
-                          "max(1, data.num_workers). Resume with the same settings")
-    if str(rank) not in state["ranks"]:
-        raise ResumeError(f"data state holds ranks {sorted(state['ranks'])} but not rank {rank}; save the "
-                          "state gathered over all ranks (rewarm.data.gather_state)")
-
-
-def _stream_items(plan: Plan, tokenizer: Any, stream: int, state: dict[str, Any]) -> Iterator[dict[str, Any]]:
-    """Batches of one logical stream in compact form (``BatchMaker.make_batch``, narrowed by ``_compact``),
-    each with its stream index and cursor after it; a last item ``{"_end": source}`` when a source ends."""
-    maker = BatchMaker(plan, stream, _backend(tokenizer), state)
-    while True:
-        try:
-            item: dict[str, Any] = _compact(maker.make_batch())
-        except SourceExhausted as e:
-            yield {"_end": str(e), "_stream": stream}
-            return
-        item["_stream"], item["_state"] = stream, maker.state()
-        yield item
-
-
-def _compact(batch: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
-    """The narrowest dtype that holds the values (token ids < 65536: uint16, positions < 32768: int16): what a
-    worker pickles through its pipe is then 4x smaller than int64."""
-    out = dict(batch)
-    if batch["tokens"].dtype != np.uint16 and batch["tokens"].size and int(batch["tokens"].max()) < 1 << 16:
-        out["tokens"] = batch["tokens"].astype(np.uint16)
-    if "position_ids" in batch and batch["position_ids"].shape[-1] <= 1 << 15:
-        out["position_ids"] = batch["position_ids"].astype(np.int16)
-    return out
+        raise ResumeError(f"data state was saved with a different layout ({text}); data.streams, run.seed, "
+                          "data.seq_len and the rows per optimizer step must stay. Resume with the same settings")
 
 
 def model_inputs(batch: dict[str, np.ndarray]) -> dict[str, torch.Tensor]:
@@ -255,47 +269,16 @@ def model_inputs(batch: dict[str, np.ndarray]) -> dict[str, torch.Tensor]:
 
 
 class _WorkerDataset(torch.utils.data.IterableDataset):
-    """Worker w runs logical stream (k0 + w) % L, so the round-robin order continues at batch k0."""
+    """Worker w makes the rows of its block of the rank's streams (rewarm.data.rows), from local row j0 on."""
 
-    def __init__(self, plan: Plan, tokenizer: Any, k0: int, streams: list[dict[str, Any]]) -> None:
-        self.plan, self.tokenizer, self.k0, self.streams = plan, tokenizer, k0, streams
+    def __init__(self, plan: Plan, tokenizer: Any, j0: int, streams: dict[int, dict[str, Any]]) -> None:
+        self.plan, self.tokenizer, self.j0, self.streams = plan, tokenizer, j0, streams
 
     def __iter__(self) -> Iterator[dict[str, Any]]:
         info = torch.utils.data.get_worker_info()
         w = 0 if info is None else info.id
-        s = (self.k0 + w) % self.plan.streams_per_rank
-        yield from _bundles(_stream_items(self.plan, self.tokenizer, s, self.streams[s]), WORKER_BUNDLE)
-
-
-def _bundles(items: Iterator[dict[str, Any]], size: int) -> Iterator[list[dict[str, Any]]]:
-    """Lists of ``size`` consecutive items (fewer at the end, or before an error, which is raised after them)."""
-    bundle: list[dict[str, Any]] = []
-    try:
-        for item in items:
-            bundle.append(item)
-            if len(bundle) == size:
-                yield bundle
-                bundle = []
-    except Exception:
-        if bundle:
-            yield bundle
-        raise
-    if bundle:
-        yield bundle
-
-
-def _interleave(bundles: Iterator[list[dict[str, Any]]], streams: int) -> Iterator[dict[str, Any]]:
-    """Per-rank batch order from the workers' bundles. The DataLoader hands out items round-robin over the
-    workers, so a round of ``streams`` bundles holds batches k .. k + streams * size - 1, worker w's bundle the
-    ones of stream (k + w) % streams: batch k + w + streams * t is its item t."""
-    while True:
-        round_ = list(itertools.islice(bundles, streams))
-        if not round_:
-            return
-        for t in range(max(len(b) for b in round_)):
-            for bundle in round_:
-                if t < len(bundle):
-                    yield bundle[t]
+        yield from process_items(self.plan, self.tokenizer, w, self.j0, self.streams,
+                                 WORKER_BUNDLE * self.plan.micro_batch_size)
 
 
 def _as_is(item: Any) -> Any:
@@ -390,8 +373,12 @@ def build_plan(cfg: DataConfig, tokenizer: Any, *, micro_batch_size: int, seed: 
     vocab = vocab_size or vocab_len(tokenizer)
     if any(s.backend == "megatron" for s in subs):
         _check_pretokenized(cfg, tokenizer, subs)
+    try:
+        check_streams(cfg.streams, world_size, cfg.num_workers)
+    except ConfigError as e:
+        raise ConfigError(e.key.removeprefix("data."), e.message) from None
     return Plan(subs=subs, source_names=names, seq_len=cfg.seq_len, micro_batch_size=micro_batch_size, seed=seed,
-                rank=rank, world_size=world_size, streams_per_rank=max(1, cfg.num_workers),
+                rank=rank, world_size=world_size, streams=cfg.streams, workers=max(1, cfg.num_workers),
                 grad_accum_steps=grad_accum_steps, mix_unit=cfg.mix_schedule_unit, document_mask=cfg.document_mask,
                 on_bad_record=cfg.on_bad_record, on_source_end=cfg.on_source_end, batch_docs=cfg.tokenize_batch_docs,
                 eos_id=eos_of(tokenizer), vocab_size=vocab)

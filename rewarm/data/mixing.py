@@ -1,15 +1,22 @@
-"""Mixing: which sub-stream each row comes from, and how one logical stream makes its batches.
+"""Mixing: which sub-stream each row comes from, and how one logical stream makes its rows.
 
-Mixing is **per row**: row j of per-rank batch k is drawn from the sources with probabilities given by the
-(possibly scheduled) weights at batch k, using a generator seeded by ``(seed, rank, k)`` only, so the mix
-does not depend on worker count or timing. Sources with ``subsets`` are split into one sub-stream per
-subset (each reads the source's files and keeps its subset); its weight is the source weight times the
-subset's share.
+The token stream is made by ``S = data.streams`` logical streams, whatever the number of ranks and
+DataLoader workers. Global row ``g`` (row ``r`` of optimizer step ``k`` is ``g = k * G + r``, ``G`` rows per
+step) is row ``p = g // S`` of stream ``s = g % S`` (``stream_of``). Rank ``i`` of ``W`` owns the streams
+``s % W == i`` and reads the global rows ``g = i + W * j`` (its local row ``j``), so every step's rows are
+split evenly over the ranks even when ``G < S``; how the ranks (and their workers) share the streams is in
+rewarm.data.loader.
 
-Reads are disjoint: reader ``rank * L + s`` (``L`` logical streams per rank) owns the *units* ``u`` with
-``u % R == reader`` among ``F * m`` units (file ``u // m``, records ``i % m == u % m``), where ``R`` =
-readers over all ranks, ``F`` = files of the source and ``m = ceil(R / F)``. Every record belongs to
-exactly one unit, so each pass uses every document exactly once across ranks and workers.
+Mixing is **per row**: stream ``s`` draws the sub-stream of its row ``p`` with the weights at that row's
+optimizer step, from uniforms seeded by ``(seed, s, p // DRAW_BLOCK)`` only (never the rank), so the mix
+does not depend on world size, worker count or timing. Sources with ``subsets`` are split into one
+sub-stream per subset (each reads the source's files and keeps its subset); its weight is the source
+weight times the subset's share.
+
+Reads are disjoint: stream ``s`` is reader ``s`` of ``S``, owning the *units* ``u`` with ``u % S == s``
+among ``F * m`` units (file ``u // m``, records ``i % m == u % m``), where ``F`` = files of the source and
+``m = ceil(S / F)``. Every record belongs to exactly one unit, so each pass uses every document exactly
+once across streams, hence across ranks and workers.
 """
 
 from __future__ import annotations
@@ -21,6 +28,8 @@ from typing import Any
 import numpy as np
 
 from rewarm.data.packing import SubStream, SubStreamSpec, tokenize_pool
+
+DRAW_BLOCK = 1024  # rows of a stream whose mixing uniforms come from one generator (made once per block)
 
 
 @dataclass(frozen=True)
@@ -56,7 +65,8 @@ class Plan:
     seed: int
     rank: int
     world_size: int
-    streams_per_rank: int
+    streams: int  # S, over all ranks
+    workers: int  # DataLoader workers per rank (at least 1: the in-process reader counts as one)
     grad_accum_steps: int
     mix_unit: str
     document_mask: bool
@@ -67,8 +77,22 @@ class Plan:
     vocab_size: int = 0  # pre-tokenized ids must be below it (0: unchecked)
 
     @property
-    def readers(self) -> int:
-        return self.world_size * self.streams_per_rank
+    def rows_per_step(self) -> int:
+        """G: rows of one optimizer step over all ranks."""
+        return self.world_size * self.micro_batch_size * self.grad_accum_steps
+
+    @property
+    def local_streams(self) -> int:
+        """L = S / W: the streams of this rank; its local stream t is global stream rank + W * t."""
+        return self.streams // self.world_size
+
+    def global_stream(self, t: int) -> int:
+        return self.rank + self.world_size * t
+
+
+def stream_of(g: int, streams: int) -> tuple[int, int]:
+    """(stream, row of that stream) of global row ``g``."""
+    return g % streams, g // streams
 
 
 def units_for(n_files: int, reader: int, readers: int) -> tuple[tuple[int, int, int], ...]:
@@ -77,16 +101,16 @@ def units_for(n_files: int, reader: int, readers: int) -> tuple[tuple[int, int, 
     return tuple((u // m, u % m, m) for u in range(n_files * m) if u % readers == reader)
 
 
-def schedule_position(plan: Plan, k: int) -> float:
-    """Position of per-rank batch ``k`` in the mix-schedule unit: optimizer step, or tokens before it."""
+def schedule_position(plan: Plan, step: int) -> float:
+    """Position of optimizer step ``step`` in the mix-schedule unit: the step, or the tokens before it."""
     if plan.mix_unit == "steps":
-        return float(k // plan.grad_accum_steps)
-    return float(k * plan.world_size * plan.micro_batch_size * plan.seq_len)
+        return float(step)
+    return float(step * plan.rows_per_step * plan.seq_len)
 
 
-def weights_at(plan: Plan, k: int) -> np.ndarray:
-    """Unnormalised weights (n_subs,) of the sub-streams for per-rank batch ``k``."""
-    x = schedule_position(plan, k)
+def weights_at(plan: Plan, step: int) -> np.ndarray:
+    """Unnormalised weights (n_subs,) of the sub-streams at optimizer step ``step``."""
+    x = schedule_position(plan, step)
     out = np.empty(len(plan.subs))
     for i, sub in enumerate(plan.subs):
         if sub.knots:
@@ -97,87 +121,81 @@ def weights_at(plan: Plan, k: int) -> np.ndarray:
     return out
 
 
-def choose_rows(plan: Plan, k: int) -> np.ndarray:
-    """Sub-stream index (B,) of each row of per-rank batch ``k``; deterministic in (seed, rank, k)."""
-    w = weights_at(plan, k)
-    if w.sum() <= 0:
-        raise ValueError(f"all source weights are 0 at batch {k}; check data.train.*.weight_schedule")
-    if len(w) == 1:  # one sub-stream: every draw picks it (the generator is the costly part)
-        return np.zeros(plan.micro_batch_size, np.int64)
-    cum = np.cumsum(w)
-    u = np.random.default_rng([plan.seed, plan.rank, k]).random(plan.micro_batch_size) * cum[-1]
-    return np.minimum(np.searchsorted(cum, u, side="right"), len(w) - 1)
+class RowDraw:
+    """The sub-stream of each row of one stream: deterministic in (seed, stream, row); weights per step."""
+
+    def __init__(self, plan: Plan, stream: int) -> None:
+        self.plan, self.stream = plan, stream
+        self._block, self._u = -1, np.empty(0)
+        self._step, self._cum = -1, np.empty(0)
+
+    def choose(self, p: int) -> int:
+        plan = self.plan
+        if len(plan.subs) == 1:  # one sub-stream: every draw picks it (the generator is the costly part)
+            return 0
+        step = (p * plan.streams + self.stream) // plan.rows_per_step
+        if step != self._step:
+            w = weights_at(plan, step)
+            if w.sum() <= 0:
+                raise ValueError(f"all source weights are 0 at step {step}; check data.train.*.weight_schedule")
+            self._step, self._cum = step, np.cumsum(w)
+        block = p // DRAW_BLOCK
+        if block != self._block:
+            self._block = block
+            self._u = np.random.default_rng([plan.seed, self.stream, block]).random(DRAW_BLOCK)
+        u = self._u[p % DRAW_BLOCK] * self._cum[-1]
+        return min(int(np.searchsorted(self._cum, u, side="right")), len(self._cum) - 1)
 
 
-class BatchMaker:
-    """Makes the batches of logical stream ``s`` of this rank: per-rank batch indices s, s + L, s + 2L, ..."""
+class RowMaker:
+    """Makes the rows of global stream ``stream``, in order; ``state()`` resumes it exactly."""
 
-    def __init__(self, plan: Plan, stream: int, tokenizer: Any, state: dict[str, Any] | None = None) -> None:
+    def __init__(self, plan: Plan, stream: int, tokenizer: Any, state: dict[str, Any] | None = None,
+                 pool: Any = None, in_process: int = 1) -> None:
         self.plan, self.stream, self.tokenizer = plan, stream, tokenizer
-        state = state or {"batches": 0, "subs": {}}
-        self.batches = int(state["batches"])
-        self._cursors: dict[str, dict[str, int]] = {k: dict(v) for k, v in state["subs"].items()}
+        state = state or {"pos": 0, "subs": {}}
+        self.pos = int(state["pos"])
+        self._cursors: dict[str, dict[str, Any]] = {k: dict(v) for k, v in state["subs"].items()}
         self._subs: dict[int, SubStream] = {}
-        self._pool = tokenize_pool()  # shared by the sub-streams: a bound on tokenizing threads and memory
+        self._draw = RowDraw(plan, stream)
+        self._pool = pool if pool is not None else tokenize_pool()
+        self._in_process = in_process  # streams read by this process: their read-ahead is shared out
 
     def state(self) -> dict[str, Any]:
         cursors = dict(self._cursors)
         cursors.update({self.plan.subs[i].key: s.state() for i, s in self._subs.items()})
-        return {"batches": self.batches, "subs": cursors}
+        return {"pos": self.pos, "subs": cursors}
 
-    @property
-    def next_index(self) -> int:
-        """Per-rank index of the next batch this stream makes."""
-        return self.stream + self.batches * self.plan.streams_per_rank
-
-    def make_batch(self) -> dict[str, np.ndarray]:
-        """The next per-rank batch, compact (what a worker sends; ``loader.model_inputs`` makes the model's
-        tensors of it): ``tokens`` (B, T + 1) int32, the rows; ``source_ids`` (B,) int64; with document_mask
-        also ``position_ids`` (B, T) int64 and ``masked`` (n,) int64, the flat indices into the (B, T) labels
-        of the predictions that cross a document boundary (the next token starts a document).
+    def next_row(self) -> tuple[np.ndarray, int, list[int]]:
+        """(row (seq_len + 1,), sub-stream index, document starts in it (> 0)) of the stream's next row.
         Raises packing.SourceExhausted when a source ends with on_source_end=stop."""
-        plan, k = self.plan, self.next_index
-        choice = choose_rows(plan, k)
-        # each sub-stream's rows in one call (a sub-stream's rows do not depend on the others')
-        first = int(choice[0])
-        if (choice == first).all():  # one sub-stream: its rows are the batch (a view; model_inputs copies it)
-            tokens, starts = self._sub(first).next_rows(len(choice), plan.document_mask)
-        else:
-            tokens, starts = self._gather_rows(choice)
-        source_ids = np.asarray([sub.source_id for sub in self.plan.subs], np.int64)[choice]
-        batch = {"tokens": tokens, "source_ids": source_ids}
-        if plan.document_mask:
-            batch["position_ids"] = document_positions(starts, plan.seq_len)
-            batch["masked"] = np.asarray([b * plan.seq_len + p - 1 for b, doc_starts in enumerate(starts)
-                                          for p in doc_starts if p >= 1], np.int64)
-        self.batches += 1
-        return batch
+        i = self._draw.choose(self.pos)
+        row, starts = self._sub(i).next_row()
+        self.pos += 1
+        return row, i, starts
 
-    def _gather_rows(self, choice: np.ndarray) -> tuple[np.ndarray, list[list[int]]]:
-        """Rows of several sub-streams, placed by ``choice``."""
-        parts = [(np.flatnonzero(choice == i), i) for i in np.unique(choice).tolist()]
-        got = [(idx, *self._sub(i).next_rows(len(idx), self.plan.document_mask)) for idx, i in parts]
-        tokens = np.empty((len(choice), self.plan.seq_len + 1), np.result_type(*(r.dtype for _, r, _ in got)))
-        starts: list[list[int]] = [[] for _ in range(len(choice))]
-        for idx, rows, doc_starts in got:
-            tokens[idx] = rows
-            for j, s in zip(idx.tolist(), doc_starts, strict=True):
-                starts[j] = s
-        return tokens, starts
+    def sub_cursor(self, i: int) -> dict[str, Any]:
+        return self._subs[i].state()
 
     def _sub(self, i: int) -> SubStream:
         if i not in self._subs:
             sub, plan = self.plan.subs[i], self.plan
-            reader = plan.rank * plan.streams_per_rank + self.stream
-            units = ((0, 0, 1),) if sub.backend == "datasets" else units_for(len(sub.files), reader, plan.readers)
+            units = ((0, 0, 1),) if sub.backend == "datasets" else units_for(len(sub.files), self.stream, plan.streams)
             spec = SubStreamSpec(sub.key, sub.files, units, sub.text_field, sub.subset_field, sub.subsets,
                                  sub.shuffle_files, plan.on_source_end, plan.on_bad_record, plan.seed, sub.backend,
-                                 sub.hf_dataset, sub.hf_split, reader, plan.readers, shuffle_docs=sub.shuffle_docs,
+                                 sub.hf_dataset, sub.hf_split, self.stream, plan.streams, shuffle_docs=sub.shuffle_docs,
                                  append_eos=sub.append_eos, first_row=sub.first_row, row_len=plan.seq_len + 1,
-                                 vocab_size=plan.vocab_size)
-            self._subs[i] = SubStream(spec, self.tokenizer, plan.eos_id, plan.seq_len, plan.batch_docs,
+                                 vocab_size=plan.vocab_size, share=self._in_process)
+            self._subs[i] = SubStream(spec, self.tokenizer, plan.eos_id, plan.seq_len,
+                                      stream_batch_docs(plan.batch_docs, self._in_process),
                                       self._cursors.get(sub.key), self._pool)
         return self._subs[i]
+
+
+def stream_batch_docs(batch_docs: int, in_process: int) -> int:
+    """Documents a stream reads and tokenizes at once when ``in_process`` streams share a process: the
+    process's documents in flight stay near ``batch_docs`` x 4 (at least 16 per call)."""
+    return max(16, min(batch_docs, math.ceil(4 * batch_docs / in_process)))
 
 
 def document_positions(starts: list[list[int]], seq_len: int) -> np.ndarray:

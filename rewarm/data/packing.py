@@ -135,8 +135,9 @@ class SubStream:
 
             self._chunks: Iterator[Chunk] = token_chunks(spec, self.cursor, eos_id, batch_docs)  # no thread: memcpy
         else:
-            texts = Prefetcher(ChunkReader(spec, batch_docs).batches(self.cursor), depth=2)
-            self._chunks = encoded(texts, tokenizer, eos_id, pool or tokenize_pool(), tokenize_ahead())
+            alone = spec.share <= 1  # one stream in this process; else each of many reads 1 batch ahead
+            texts = Prefetcher(ChunkReader(spec, batch_docs).batches(self.cursor), depth=2 if alone else 1)
+            self._chunks = encoded(texts, tokenizer, eos_id, pool or tokenize_pool(), tokenize_ahead() if alone else 2)
         self._chunk: Chunk | None = None
         self._pos = 0  # token offset in the current chunk
 

@@ -365,6 +365,7 @@ class RewarmModule(L.LightningModule):
             "final_metrics": self.final_metrics or None,
             "rng": gather_objects(rng_state(), self.trainer.world_size),
             "nonfinite": self.nonfinite.state_dict(),
+            "grad_accum_steps": self.steps.grad_accum_steps,
         }
 
     def on_load_checkpoint(self, checkpoint: dict[str, Any]) -> None:
@@ -377,11 +378,33 @@ class RewarmModule(L.LightningModule):
         self.nonfinite.load_state_dict(state.get("nonfinite"))
         if state.get("final_metrics") is not None:
             self.final_metrics = dict(state["final_metrics"])
+        saved_accum = int(state.get("grad_accum_steps", self.steps.grad_accum_steps))
+        if saved_accum != self.steps.grad_accum_steps:
+            rescale_batch_progress(checkpoint, int(checkpoint.get("global_step", 0)), saved_accum,
+                                   self.steps.grad_accum_steps)
         rng = state.get("rng")
         if isinstance(rng, list):  # one state per rank; a different world size reuses them round-robin
             rng = rng[self.global_rank % len(rng)]
         if rng:
             set_rng_state(rng)
+
+
+def rescale_batch_progress(checkpoint: dict[str, Any], steps: int, saved_accum: int, accum: int) -> None:
+    """An elastic resume with another gradient accumulation: Lightning decides where an optimizer step ends from
+    its count of micro-batches (``batch_progress``: a step ends when the count is a multiple of the accumulation).
+    The checkpoint counted ``steps x saved_accum`` of them (each counter may be one behind, mid-batch); every
+    counter is moved by ``steps x (accum - saved_accum)``, so the next step starts on a boundary. Called from
+    ``on_load_checkpoint``, before Lightning restores its loops from ``checkpoint``."""
+    loop = checkpoint.get("loops", {}).get("fit_loop", {})
+    progress = loop.get("epoch_loop.batch_progress")
+    if not progress:
+        return
+    shift = steps * (accum - saved_accum)
+    for part in ("total", "current"):
+        counters = progress.get(part, {})
+        for key in ("ready", "started", "processed", "completed"):
+            if key in counters:
+                counters[key] = int(counters[key]) + shift
 
 
 def rng_state() -> dict[str, Any]:

@@ -114,14 +114,17 @@ def build_callbacks(progress: str) -> list[Any]:
     return {"bar": [progress_bar()], "lines": [ProgressLines()], "off": []}[progress]
 
 
-def build_trainer(cfg: RunConfig, plan: BatchPlan, loggers: list[Any], callbacks: list[Any]) -> Any:
+def build_trainer(cfg: RunConfig, plan: BatchPlan, loggers: list[Any], callbacks: list[Any], *,
+                  reshard: bool = False) -> Any:
+    """The Lightning Trainer. ``reshard``: the run resumes a checkpoint written by another number of ranks
+    (DeepSpeed then loads it through its universal checkpoint)."""
     import lightning as L
 
     from rewarm.training.strategies import build_strategy, resolve_accelerator
 
     t = cfg.trainer
     progress_bar = any(type(c).__name__ == "StepBar" for c in callbacks)
-    strategy = build_strategy(t, plan)  # run() has already refused a contradicting DeepSpeed merge file
+    strategy = build_strategy(t, plan, reshard=reshard)  # run() has already refused a contradicting merge file
     return L.Trainer(
         accelerator=resolve_accelerator(t.accelerator), devices=t.devices, num_nodes=t.num_nodes, strategy=strategy,
         precision=t.precision, max_steps=plan.max_steps, max_epochs=1, accumulate_grad_batches=plan.grad_accum_steps,
@@ -160,8 +163,8 @@ def run(cfg: RunConfig, signals: Any = None) -> Path:
     signals = signals or SignalWatcher()
     checkpointer = build_checkpointer(cfg, module, tokenizer, signals)
     callbacks = [*build_callbacks(cfg.logging.progress), ReinstallSignals(signals), *([tasks] if tasks else [])]
-    trainer = build_trainer(cfg, plan, loggers, callbacks)
     ckpt, point = resume_point(cfg, plan, checkpointer)
+    trainer = build_trainer(cfg, plan, loggers, callbacks, reshard=point.world_changed(run_layout(cfg, plan)))
     if point.finished and (run_dir / "summary.json").is_file():
         log.info("run %s already finished at step %d (%s): nothing to do", cfg.run.name, point.step, ckpt)
         return run_dir
@@ -237,8 +240,15 @@ def resume_point(cfg: RunConfig, plan: BatchPlan, checkpointer: Any) -> tuple[Pa
 
     ckpt = resolve_resume(cfg.resume.mode, cfg.run_dir)
     point = prepare_resume(ckpt, to_dict(cfg), checkpointer, max_steps=plan.max_steps,
-                           allow_config_change=cfg.resume.allow_config_change)
+                           allow_config_change=cfg.resume.allow_config_change, layout=run_layout(cfg, plan))
     return ckpt, point
+
+
+def run_layout(cfg: RunConfig, plan: BatchPlan) -> Any:
+    """The run's ``rewarm.checkpoints.resume.Layout`` (recorded in every checkpoint's manifest)."""
+    from rewarm.checkpoints.resume import Layout
+
+    return Layout(plan.world_size, plan.micro_batch_size, plan.grad_accum_steps, getattr(cfg.data, "streams", None))
 
 
 def start_run(cfg: RunConfig, plan: BatchPlan, trainer: Any, checkpointer: Any, loggers: list[Any], point: Any, *,
@@ -251,6 +261,8 @@ def start_run(cfg: RunConfig, plan: BatchPlan, trainer: Any, checkpointer: Any, 
     loggers[0].start(point.first_new_row)
     log.info("run %s: %d steps x %d tokens/step = %d tokens; %s", cfg.run.name, plan.max_steps,
              plan.tokens_per_step, plan.total_tokens, f"resuming at step {point.step}" if resuming else "fresh")
+    if point.elastic:
+        log.info("%s", point.elastic)
 
 
 def fit(trainer: Any, module: Any, ckpt: Path | None, signals: Any, loggers: list[Any]) -> None:

@@ -147,18 +147,22 @@ def full_deepspeed_config(t: TrainerConfig, plan: BatchPlan) -> dict[str, Any]:
     return base
 
 
-def build_strategy(t: TrainerConfig, plan: BatchPlan) -> Any:
-    """The ``strategy=`` argument of ``lightning.Trainer`` for ``trainer.strategy``."""
+def build_strategy(t: TrainerConfig, plan: BatchPlan, *, reshard: bool = False) -> Any:
+    """The ``strategy=`` argument of ``lightning.Trainer`` for ``trainer.strategy``. ``reshard``: the run resumes
+    a checkpoint written by another number of ranks (DeepSpeed: through its universal checkpoint; FSDP2's
+    distributed checkpoint reshards by itself; DDP's state is whole on every rank)."""
     accelerator = resolve_accelerator(t.accelerator)
     if t.strategy == "deepspeed":
         config = full_deepspeed_config(t, plan)
+        if reshard:
+            config["checkpoint"] = {**config.get("checkpoint", {}), "load_universal": True}
         log.info("DeepSpeed ZeRO-%d config: %s", t.deepspeed.stage, json.dumps(config, sort_keys=True))
         # Lightning warns that an overridden configure_gradient_clipping does not clip: ours knows (it only
         # reads DeepSpeed's norm; DeepSpeed clips with the generated gradient_clipping).
         warnings.filterwarnings("ignore", message=".*DeepSpeed handles gradient clipping internally.*")
         if accelerator == "cpu":
-            return CPUDeepSpeedStrategy(config=config)
-        return DeepSpeedStrategy(config=config)
+            return (UniversalCPUDeepSpeedStrategy if reshard else CPUDeepSpeedStrategy)(config=config)
+        return (UniversalDeepSpeedStrategy if reshard else DeepSpeedStrategy)(config=config)
     if t.strategy == "fsdp":
         return FSDP2Strategy(data_parallel_size=plan.world_size, tensor_parallel_size=1)
     if t.strategy == "ddp":
@@ -224,6 +228,39 @@ class CPUDeepSpeedStrategy(DeepSpeedStrategy):
             lr_scheduler=lr_scheduler, dist_init_required=False,
         )
         return engine, ds_optimizer
+
+
+class UniversalLoad:
+    """Mixin of a DeepSpeed strategy whose engine has ``load_universal`` set: the ZeRO checkpoint it resumes was
+    written by another number of ranks, so rank 0 converts it to DeepSpeed's universal checkpoint first
+    (``rewarm.checkpoints.universal``), every rank waits for it and loads that."""
+
+    def load_checkpoint(self, checkpoint_path: Any, weights_only: bool | None = None) -> dict[str, Any]:
+        from rewarm.checkpoints.universal import to_universal, universal_dir
+
+        state = Path(checkpoint_path)
+        error = None
+        if self.is_global_zero:  # type: ignore[attr-defined]
+            try:
+                to_universal(state)
+            except Exception as e:  # every rank must leave the broadcast below alike
+                error = f"{type(e).__name__}: {e}"
+        error = self.broadcast(error)  # type: ignore[attr-defined]
+        if error is not None:
+            from rewarm.checkpoints.universal import conversion_command
+            from rewarm.errors import ResumeError
+
+            raise ResumeError(f"could not convert the DeepSpeed checkpoint {state} to a universal checkpoint for "
+                              f"a resume on another number of ranks ({error}); by hand: {conversion_command(state)}")
+        return super().load_checkpoint(universal_dir(state), weights_only)  # type: ignore[misc]
+
+
+class UniversalDeepSpeedStrategy(UniversalLoad, DeepSpeedStrategy):
+    """DeepSpeedStrategy that resumes a ZeRO checkpoint of another world size (GPU)."""
+
+
+class UniversalCPUDeepSpeedStrategy(UniversalLoad, CPUDeepSpeedStrategy):
+    """CPUDeepSpeedStrategy that resumes a ZeRO checkpoint of another world size."""
 
 
 class FSDP2Strategy(ModelParallelStrategy):

@@ -131,11 +131,13 @@ def _unit_chunks(spec: Any, epoch: int, unit: int, u: int, start: int, eos_id: i
     _, offset, stride = spec.units[u]
     count = len(range(offset, view.n_docs, stride))
     p = start
+    share = max(1, getattr(spec, "share", 1))  # streams of this process: each holds a chunk
+    look, most = max(batch_docs, MIN_BATCH_DOCS // share, 64), max(CHUNK_TOKENS // share, 1 << 15)
     while p < count:
-        docs = unit_docs(spec, epoch, u, view.n_docs, p, min(count, p + max(batch_docs, MIN_BATCH_DOCS)))
+        docs = unit_docs(spec, epoch, u, view.n_docs, p, min(count, p + look))
         lo, hi = view.spans(docs)
         lens = hi - lo + (1 if spec.append_eos else 0)
-        k = min(len(docs), int(np.searchsorted(np.cumsum(lens), CHUNK_TOKENS)) + 1)
+        k = min(len(docs), int(np.searchsorted(np.cumsum(lens), most)) + 1)
         flat = gather(view.tf, lo[:k], hi[:k], eos_id if spec.append_eos else None)
         starts = np.zeros(k + 1, np.int64)
         np.cumsum(lens[:k], out=starts[1:])
@@ -152,16 +154,18 @@ def _unit_chunks(spec: Any, epoch: int, unit: int, u: int, start: int, eos_id: i
 
 def gather(tf: TokenFile, lo: np.ndarray, hi: np.ndarray, eos_id: int | None) -> np.ndarray:
     """(n_tokens,): the documents [lo, hi) back to back, each followed by ``eos_id`` unless None. Consecutive
-    documents without EOS are one slice of the memmap, in the file's dtype (a view: nothing is copied);
-    otherwise an int32 copy."""
+    documents without EOS are one slice of the memmap, in the file's dtype (a view: nothing is copied); other
+    documents without EOS one copy in the file's dtype; with EOS an int32 copy."""
     if len(lo) and eos_id is None and np.array_equal(lo[1:], hi[:-1]):
         return tf.tokens(int(lo[0]), int(hi[-1]))
+    if eos_id is None:  # documents apart (a shuffle, or one stream of several on a file): one copy, file dtype
+        return np.concatenate([tf.tokens(a, b) for a, b in zip(lo.tolist(), hi.tolist(), strict=True)]) \
+            if len(lo) else np.zeros(0, np.int32)
     parts: list[np.ndarray] = []
-    eos = np.asarray([eos_id if eos_id is not None else 0], np.int32)
+    eos = np.asarray([eos_id], np.int32)
     for a, b in zip(lo.tolist(), hi.tolist(), strict=True):
         parts.append(tf.tokens(a, b).astype(np.int32))
-        if eos_id is not None:
-            parts.append(eos)
+        parts.append(eos)
     return np.concatenate(parts) if parts else np.zeros(0, np.int32)
 
 

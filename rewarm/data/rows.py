@@ -1,0 +1,117 @@
+"""What one reading process (a DataLoader worker, or the training process itself) makes: the rows of the
+streams it owns, in the rank's row order, handed over as *items* of several rows.
+
+Rank ``i`` of ``W`` reads its local rows ``j = 0, 1, ...`` (global row ``i + W * j``); local row ``j`` is row
+``j // L`` of its local stream ``j % L`` (``L = S / W``; local stream ``t`` is global stream ``i + W * t``).
+With ``K`` reading processes per rank, process ``w`` owns the ``L / K`` consecutive local streams
+``w * L / K .. (w + 1) * L / K - 1``: the rank's rows come in runs of ``L / K`` from one process, which the
+loader puts back in order by row number (``rows``).
+"""
+
+from __future__ import annotations
+
+import itertools
+from collections.abc import Iterator
+from typing import Any
+
+import numpy as np
+
+from rewarm.data.mixing import Plan, RowMaker, document_positions
+from rewarm.data.packing import SourceExhausted, tokenize_pool
+
+
+def owned_rows(j0: int, local: int, per_process: int, w: int) -> Iterator[int]:
+    """Local rows ``j >= j0`` of reading process ``w``: those whose local stream ``j % local`` lies in
+    ``[w * per_process, (w + 1) * per_process)``."""
+    lo, hi, j = w * per_process, (w + 1) * per_process, j0
+    while True:
+        t = j % local
+        if lo <= t < hi:
+            yield j
+            j += 1
+        else:
+            j += lo - t if t < lo else local - t + lo
+
+
+def process_items(plan: Plan, tokenizer: Any, w: int, j0: int, states: dict[int, Any], per_item: int,
+                  compact: bool = True) -> Iterator[dict[str, Any]]:
+    """Items of ``per_item`` rows of reading process ``w`` from local row ``j0`` on (``states``: the local
+    streams' states). A source ending (on_source_end=stop) ends them with ``{"_end": source, "row": j}``; an
+    error is raised after the item of the rows made before it. ``compact``: narrow the token ids (what a
+    worker sends through its pipe)."""
+    local = plan.local_streams
+    per_process = local // plan.workers
+    pool, makers = tokenize_pool(), {}
+    rows = owned_rows(j0, local, per_process, w)
+    while True:
+        made: list[tuple[int, int, np.ndarray, int, list[int], dict[str, Any]]] = []
+        j = -1
+        try:
+            for j in itertools.islice(rows, per_item):
+                t = j % local
+                if t not in makers:
+                    makers[t] = RowMaker(plan, plan.global_stream(t), tokenizer, states.get(t), pool, per_process)
+                maker = makers[t]
+                assert maker.pos == j // local, f"stream {maker.stream} is at row {maker.pos}, not {j // local}"
+                row, i, starts = maker.next_row()
+                made.append((j, t, row, i, starts, maker.sub_cursor(i)))
+        except SourceExhausted as e:
+            if made:
+                yield make_item(plan, made, compact)
+            yield {"_end": str(e), "row": j}
+            return
+        except Exception:
+            if made:
+                yield make_item(plan, made, compact)
+            raise
+        yield make_item(plan, made, compact)
+
+
+def make_item(plan: Plan, made: list[Any], compact: bool = True) -> dict[str, Any]:
+    """Rows as compact arrays: ``tokens`` (n, T + 1) (uint16 where the ids fit), ``source_ids`` (n,), ``rows``
+    (n,) local row numbers, ``cursors`` [(local stream, sub key, cursor after the row)]; with document_mask
+    ``position_ids`` (n, T) and ``masked`` (per row: label offsets whose next token starts a document)."""
+    tokens = np.stack([m[2] for m in made])
+    sids = np.asarray([sub.source_id for sub in plan.subs], np.int64)[[m[3] for m in made]]
+    item: dict[str, Any] = {"tokens": narrow(tokens) if compact else tokens, "source_ids": sids, "rows": np.asarray([m[0] for m in made]),
+                            "cursors": [(m[1], plan.subs[m[3]].key, m[5]) for m in made]}
+    if plan.document_mask:
+        starts = [m[4] for m in made]
+        pos = document_positions(starts, plan.seq_len)
+        item["position_ids"] = pos.astype(np.int16) if plan.seq_len <= 1 << 15 else pos
+        item["masked"] = [[p - 1 for p in s if p >= 1] for s in starts]
+    return item
+
+
+def narrow(tokens: np.ndarray) -> np.ndarray:
+    """The narrowest dtype that holds the token ids (< 65536: uint16): what a worker pickles is 2x smaller."""
+    if tokens.dtype != np.uint16 and tokens.size and int(tokens.max()) < 1 << 16 and int(tokens.min()) >= 0:
+        return tokens.astype(np.uint16)
+    return tokens
+
+
+def micro_batch(refs: list[tuple[dict[str, Any], int]], seq_len: int, document_mask: bool) -> dict[str, np.ndarray]:
+    """The compact micro-batch of rows ``refs`` ((item, index) in row order): ``tokens``, ``source_ids`` and
+    with document_mask ``position_ids`` and ``masked`` (flat indices into the (B, T) labels)."""
+    first = refs[0][0]
+    if all(it is first for it, _ in refs) and [i for _, i in refs] == list(range(len(first["rows"]))):
+        parts = [(first, 0, len(refs))]  # the whole item: its arrays as they are
+    else:
+        parts = []
+        for it, i in refs:
+            if parts and parts[-1][0] is it and parts[-1][2] == i:
+                parts[-1] = (it, parts[-1][1], i + 1)
+            else:
+                parts.append((it, i, i + 1))
+
+    def cat(key: str) -> np.ndarray:
+        if len(parts) == 1 and parts[0][1] == 0 and parts[0][2] == len(parts[0][0]["rows"]):
+            return parts[0][0][key]
+        return np.concatenate([it[key][a:b] for it, a, b in parts])
+
+    out = {"tokens": cat("tokens"), "source_ids": cat("source_ids")}
+    if document_mask:
+        out["position_ids"] = cat("position_ids")
+        out["masked"] = np.asarray([b * seq_len + m for b, (it, i) in enumerate(refs) for m in it["masked"][i]],
+                                   np.int64)
+    return out
