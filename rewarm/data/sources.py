@@ -18,6 +18,7 @@ from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
 from typing import IO, Any
 
+from rewarm.data.tape import shared_chunks
 from rewarm.errors import ConfigError, DataError
 
 logger = logging.getLogger(__name__)
@@ -128,7 +129,9 @@ class RecordReader:
 
     def __iter__(self) -> Iterator[Doc]:
         try:
-            records = _parquet_rows(self.path) if _is_parquet(self.path) else _jsonl_lines(self.path, self.start)
+            seen = [0]  # lines of the file met (this reader's or not)
+            records = (_parquet_rows(self.path) if _is_parquet(self.path)
+                       else _jsonl_lines(self.path, self.start, self.stride, self.offset, seen))
             n = self.start - 1  # lines before start are skipped unread: not an empty file
             for n, raw in records:
                 if n < self.start or n % self.stride != self.offset:
@@ -136,7 +139,7 @@ class RecordReader:
                 doc = self._parse(n, raw)
                 if doc is not None:
                     yield doc
-            if n < 0 and first_warning("empty", self.path):
+            if n < 0 and not seen[0] and first_warning("empty", self.path):
                 logger.warning("%s: empty file (no records)", self.path)
         except (OSError, EOFError, ValueError, zlib.error, _zstd_error()) as e:
             # Unreadable or truncated: the rest of the file is lost, counted as one bad record.
@@ -196,16 +199,53 @@ def _is_parquet(path: str) -> bool:
     return path.endswith(".parquet")
 
 
-def _jsonl_lines(path: str, skip: int = 0) -> Iterator[tuple[int, bytes]]:
-    """(line number from 0, raw line bytes) of a .jsonl, .jsonl.zst or .jsonl.gz file, from line ``skip`` on."""
+def _jsonl_lines(path: str, skip: int = 0, stride: int = 1, offset: int = 0,
+                 seen: list[int] | None = None) -> Iterator[tuple[int, bytes]]:
+    """(line number from 0, raw line bytes) of a .jsonl, .jsonl.zst or .jsonl.gz file, from line ``skip`` on.
+    A compressed file read by several readers (``stride`` > 1: residue classes of its lines) is decompressed and
+    split into lines once in this process (rewarm.data.tape), and only the lines ``n % stride == offset`` come out;
+    otherwise every line from ``skip`` on. ``seen[0]`` counts the lines met."""
+    seen = seen if seen is not None else [0]
+    if stride <= 1 or not path.endswith((".zst", ".gz")):
+        for item in enumerate(_split_lines(_skip_lines(_file_chunks(path), skip)), start=skip):
+            seen[0] += 1
+            yield item
+        return
+    first = 0  # line number of the block's first line
+    for block in shared_chunks(file_signature(path), lambda: _line_blocks(path), stride, size=_block_bytes):
+        seen[0] += len(block)
+        j = (offset - first) % stride  # this reader's first line in the block, at or after skip
+        if first + j < skip:
+            j += -(-(skip - first - j) // stride) * stride
+        yield from zip(range(first + j, first + len(block), stride), block[j::stride], strict=True)
+        first += len(block)
+
+
+def _line_blocks(path: str) -> Iterator[list[bytes]]:
+    """The lines of a file (without their newline), in blocks of the lines each chunk completes."""
+    tail = b""
+    for chunk in _file_chunks(path):
+        lines = (tail + chunk).split(b"\n")
+        tail = lines.pop()
+        if lines:
+            yield lines
+    if tail:
+        yield [tail]
+
+
+def _block_bytes(block: list[bytes]) -> int:
+    return sum(map(len, block)) + 64 * len(block)  # the lines and their objects
+
+
+def _file_chunks(path: str) -> Iterator[bytes]:
+    """The bytes of a .jsonl file, decompressed (.zst, .gz), in chunks."""
     with _open_binary(path) as fh:
         if path.endswith(".zst"):
-            chunks: Iterator[bytes] = _zstd_chunks(fh)
+            yield from _zstd_chunks(fh)
         elif path.endswith(".gz"):
-            chunks = _gzip_chunks(fh)
+            yield from _gzip_chunks(fh)
         else:
-            chunks = iter(lambda: fh.read(_CHUNK), b"")
-        yield from enumerate(_split_lines(_skip_lines(chunks, skip)), start=skip)
+            yield from iter(lambda: fh.read(_CHUNK), b"")
 
 
 def _skip_lines(chunks: Iterator[bytes], n: int) -> Iterator[bytes]:
