@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import copy
 import itertools
+import os
 import threading
 from collections.abc import Callable, Hashable, Iterator
 from typing import Any, TypeVar
@@ -29,6 +30,17 @@ _MISSED = object()
 _tapes: dict[Hashable, _Tape] = {}
 _tapes_lock = threading.Lock()
 _idle: list[Hashable] = []  # the key of the tape without readers kept for the readers still to come
+
+
+def _forget_after_fork() -> None:
+    """A forked process (a DataLoader worker) starts with no tape: the parent's may be locked by its threads."""
+    global _tapes_lock
+    _tapes.clear()
+    _idle.clear()
+    _tapes_lock = threading.Lock()
+
+
+os.register_at_fork(after_in_child=_forget_after_fork)
 
 
 class _Tape:

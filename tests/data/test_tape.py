@@ -6,6 +6,7 @@ place; and the records of a .zst file read through RecordReader by many residue 
 from __future__ import annotations
 
 import json
+import os
 import random
 import threading
 from collections.abc import Iterator
@@ -120,3 +121,17 @@ def test_record_readers_of_residue_classes_share_the_file(zst: Path, monkeypatch
     assert [d.index for d in resumed] == list(range(1006, 3000, stride)) and len(made) == 2
     alone = RecordReader(str(zst), stride=1, start=2990)  # one reader: no tape, the lines before 2990 not split
     assert [d.index for d in alone] == list(range(2990, 3000)) and len(made) == 2
+
+
+def test_a_forked_process_starts_without_the_parents_tapes(zst: Path) -> None:
+    source = Counted(zst)
+    reader = tape.shared_chunks(("f", str(zst)), source, 2)
+    next(reader)  # a tape in this process, its lock free again
+    with tape._tapes_lock:  # held by this thread while the child is forked
+        pid = os.fork()
+        if pid == 0:  # the child: a lock of its own, no tape
+            fresh = tape._tapes == {}
+            got = list(tape.shared_chunks(("f", str(zst)), Counted(zst), 2))
+            os._exit(0 if fresh and got == list(Counted(zst)()) else 1)
+    assert os.waitpid(pid, 0)[1] == 0
+    assert list(reader) == list(Counted(zst)())[1:]
