@@ -18,25 +18,24 @@ main process makes the model's int64 tensors (``model_inputs``). Measured with b
 
 from __future__ import annotations
 
-import atexit
-import contextlib
 import hashlib
 import json
 import logging
 import os
-import signal
 from collections.abc import Iterator
 from dataclasses import asdict
 from typing import Any
 
-import numpy as np
 import torch
 
 from rewarm.data.config import DataConfig, check_streams
+from rewarm.data.legacy import LegacyLoader
+from rewarm.data.legacy import Plan as LegacyPlan
 from rewarm.data.mixing import Plan, SubSource
 from rewarm.data.rows import micro_batch, process_items
 from rewarm.data.sources import expand_paths, file_signature, is_remote
 from rewarm.data.state import DATA_ORDER_VERSION, STATE_VERSION, rank_start, saved_world_size
+from rewarm.data.workers import _backend, model_inputs, run_workers
 from rewarm.errors import ConfigError, ResumeError
 
 logger = logging.getLogger(__name__)
@@ -139,6 +138,7 @@ class TrainLoader:
         self._row = 0  # the rank's next local row
         empty: dict[str, Any] = {"pos": 0, "subs": {}}
         self._streams: dict[int, dict[str, Any]] = dict.fromkeys(range(plan.local_streams), empty)
+        self._legacy: LegacyLoader | None = None  # a version-1 state goes on in its own order
 
     def fingerprint(self) -> str:
         return self._fingerprint
@@ -157,6 +157,8 @@ class TrainLoader:
     def state_dict(self) -> dict[str, Any]:
         """State after the last delivered batch: this rank's streams (plain python types; pickle / json friendly).
         Stream states are never changed in place, so the copy is shallow."""
+        if self._legacy is not None:
+            return self._legacy.state_dict()
         p = self.plan
         return {"version": STATE_VERSION, "data_order": DATA_ORDER_VERSION, "fingerprint": self._fingerprint,
                 "layout": self.layout(), "world": self.world(), "source_names": list(self.source_names),
@@ -165,13 +167,22 @@ class TrainLoader:
 
     def load_state_dict(self, state: dict[str, Any]) -> None:
         """Continue after the rows ``state`` covers, on any world size that divides them. Raises ResumeError on a
-        different data config or layout, a state without every stream, or a version-1 state."""
+        different data config or layout, or a state without every stream. A version-1 state (before data.streams)
+        continues in its own order on the world size that wrote it (rewarm.data.legacy), and is refused on another."""
+        if isinstance(state, dict) and state.get("version") == 1 and saved_world_size(state) == self.plan.world_size:
+            self._legacy = LegacyLoader(self.cfg, self.tokenizer, legacy_plan(self.plan, self.cfg), self._fingerprint,
+                                        state)
+            logger.info("data state of version 1 (before data.streams): this run continues in its data order")
+            return
         check_compatible(state, self._fingerprint, self.layout(), self.plan.world_size)
         self._row, mine = rank_start(state, self.plan.streams, self.plan.world_size, self.plan.rank)
         self._streams = {t: {"pos": int(s["pos"]), "subs": {k: dict(c) for k, c in s["subs"].items()}}
                          for t, s in mine.items()}
 
     def __iter__(self) -> Iterator[dict[str, Any]]:
+        if self._legacy is not None:
+            yield from self._legacy
+            return
         items = self._iter_in_process() if self.cfg.num_workers == 0 else self._iter_workers()
         for refs in _in_row_order(items, self._row, self.plan.micro_batch_size, self.plan.rank):
             batch: dict[str, Any] = model_inputs(micro_batch(refs, self.plan.seq_len, self.plan.document_mask))
@@ -191,17 +202,8 @@ class TrainLoader:
                                  self.plan.micro_batch_size, compact=False)
 
     def _iter_workers(self) -> Iterator[dict[str, Any]]:
-        dataset = _WorkerDataset(self.plan, _backend(self.tokenizer), self._row, dict(self._streams))
-        ctx = _start_method(self.cfg)
-        loader = torch.utils.data.DataLoader(dataset, batch_size=None, num_workers=self.cfg.num_workers,
-                                             multiprocessing_context=ctx, worker_init_fn=_worker_init,
-                                             prefetch_factor=2, collate_fn=_as_is)
-        with _single_threaded_fork(ctx.get_start_method() == "fork"):
-            iterator = iter(loader)  # workers start here
-        try:
-            yield from iterator
-        finally:  # an error or an abandoned iteration: stop the workers now (they ignore SIGTERM, see below)
-            getattr(iterator, "_shutdown_workers", lambda: None)()  # torch: the multi-worker iterator
+        yield from run_workers(_WorkerDataset(self.plan, _backend(self.tokenizer), self._row, dict(self._streams)),
+                               self.cfg)
 
 
 def _in_row_order(items: Iterator[dict[str, Any]], j0: int, size: int,
@@ -235,13 +237,9 @@ def check_compatible(state: dict[str, Any], fingerprint: str, layout: dict[str, 
         raise ResumeError(f"data state: unknown format (expected version {STATE_VERSION})")
     if state["version"] == 1:
         saved = saved_world_size(state)
-        if saved != world_size:
-            raise ResumeError(f"data state was written before data.streams (data order 1, per-rank streams) by "
-                              f"{saved} rank(s): it resumes only on the world size it was written with "
-                              f"({saved} rank(s), now {world_size}); resume with {saved} rank(s), or start a new run")
-        raise ResumeError("data state was written before data.streams (data order 1): this version reads the data "
-                          f"in another order (data order {DATA_ORDER_VERSION}); resume it with the rewarm version "
-                          "that wrote it, or start a new run")
+        raise ResumeError(f"data state was written before data.streams (data order 1, per-rank streams) by {saved} "
+                          f"rank(s): it resumes only on the world size it was written with ({saved} rank(s), now "
+                          f"{world_size}); resume with {saved} rank(s), or start a new run")
     if state["fingerprint"] != fingerprint:
         raise ResumeError(f"data state was saved with a different data config (fingerprint {state['fingerprint']}, "
                           f"now {fingerprint}): the data.train sources, their files, seq_len, document_mask, "
@@ -252,20 +250,6 @@ def check_compatible(state: dict[str, Any], fingerprint: str, layout: dict[str, 
         text = ", ".join(f"{k}: saved {a}, now {b}" for k, (a, b) in diff.items())
         raise ResumeError(f"data state was saved with a different layout ({text}); data.streams, run.seed, "
                           "data.seq_len and the rows per optimizer step must stay. Resume with the same settings")
-
-
-def model_inputs(batch: dict[str, np.ndarray]) -> dict[str, torch.Tensor]:
-    """The model's int64 tensors of a compact batch: ``input_ids`` and ``labels`` (B, T), the labels being the
-    next tokens with -100 at ``masked``; ``source_ids`` (B,); ``position_ids`` (B, T) with document_mask."""
-    tokens = torch.from_numpy(batch["tokens"].astype(np.int64))
-    # labels get their own storage: with B = 1 the slice is already contiguous, and masking it in place would
-    # write -100 into input_ids
-    out = {"input_ids": tokens[:, :-1].contiguous(), "labels": tokens[:, 1:].clone(memory_format=torch.contiguous_format),
-           "source_ids": torch.from_numpy(batch["source_ids"].astype(np.int64, copy=False))}
-    if "position_ids" in batch:
-        out["position_ids"] = torch.from_numpy(batch["position_ids"].astype(np.int64))
-        out["labels"].view(-1)[torch.from_numpy(batch["masked"])] = -100
-    return out
 
 
 class _WorkerDataset(torch.utils.data.IterableDataset):
@@ -279,92 +263,6 @@ class _WorkerDataset(torch.utils.data.IterableDataset):
         w = 0 if info is None else info.id
         yield from process_items(self.plan, self.tokenizer, w, self.j0, self.streams,
                                  WORKER_BUNDLE * self.plan.micro_batch_size)
-
-
-def _as_is(item: Any) -> Any:
-    """The DataLoader's collate_fn: batches stay numpy arrays in the worker (see ``_stream_items``)."""
-    return item
-
-
-def _backend(tokenizer: Any) -> Any:
-    """The ``tokenizers.Tokenizer`` behind a transformers fast tokenizer (or the object itself)."""
-    return getattr(tokenizer, "backend_tokenizer", tokenizer)
-
-
-def _start_method(cfg: DataConfig) -> Any:
-    """auto: one worker -> forkserver, several -> fork. A forked child of a process whose tokenizer already
-    ran threads must tokenize single-threaded (tokenizers disables its thread pool there), which halves the
-    speed of a lone worker; with several workers each is single-threaded anyway and fork starts fastest.
-    The forkserver preloads this module (torch) once, so later worker starts are cheap."""
-    import multiprocessing
-
-    method = cfg.worker_start if cfg.worker_start != "auto" else ("forkserver" if cfg.num_workers == 1 else "fork")
-    ctx = multiprocessing.get_context(method)
-    if method == "forkserver":
-        ctx.set_forkserver_preload([__name__])
-    return ctx
-
-
-@contextlib.contextmanager
-def _single_threaded_fork(active: bool) -> Iterator[None]:
-    """While forking workers, TOKENIZERS_PARALLELISM=false: forked children tokenize single-threaded
-    (tokenizers would force it after its threads ran anyway, with a warning per worker)."""
-    old = os.environ.get("TOKENIZERS_PARALLELISM")
-    if active:
-        os.environ["TOKENIZERS_PARALLELISM"] = "false"
-    try:
-        yield
-    finally:
-        if active:
-            if old is None:
-                os.environ.pop("TOKENIZERS_PARALLELISM", None)
-            else:
-                os.environ["TOKENIZERS_PARALLELISM"] = old
-
-
-def _kill_leftover_workers() -> None:
-    """Workers ignore SIGTERM (``_worker_init``): multiprocessing's own exit handler would ``terminate()`` a
-    worker still alive at interpreter exit and then wait for it forever. This handler is registered after
-    multiprocessing's, so it runs first (atexit is last-in first-out) and kills them for good."""
-    import multiprocessing
-
-    for child in multiprocessing.active_children():
-        if child.daemon:
-            child.kill()
-
-
-atexit.register(_kill_leftover_workers)
-
-
-def _worker_init(worker_id: int) -> None:
-    # SLURM signals every process of the job step: the main process checkpoints, stops and shuts the workers down
-    signal.signal(signal.SIGTERM, signal.SIG_IGN)
-    signal.signal(signal.SIGUSR1, signal.SIG_IGN)
-    info = torch.utils.data.get_worker_info()
-    if info is not None and info.num_workers > 1:
-        os.environ["TOKENIZERS_PARALLELISM"] = "false"  # several workers already use the cores
-    torch.set_num_threads(1)
-    own_tqdm_lock()
-
-
-def own_tqdm_lock() -> None:
-    """Give this (worker) process a tqdm write lock of its own. tqdm's lock is a multiprocessing semaphore that
-    forked processes share with their parent, and `datasets` takes it in the worker's reader thread each time it
-    opens a stream (a progress bar, even a disabled one). A worker shut down inside that section (the loader
-    discarded mid-stream, as every resume and validation does) left the semaphore held for good: every later
-    worker and the parent's own tqdm then waited on it forever (seen as a hung test)."""
-    import sys
-    import threading
-
-    std = sys.modules.get("tqdm.std")
-    if std is None:  # not imported yet: the lock this process creates is its own
-        return
-    lock, classes = threading.RLock(), [std.tqdm]
-    while classes:
-        cls = classes.pop()
-        classes += cls.__subclasses__()
-        if cls is std.tqdm or "_lock" in vars(cls):  # a subclass may hold its own (tqdm's ensure_lock sets one)
-            cls.set_lock(lock)
 
 
 def build_plan(cfg: DataConfig, tokenizer: Any, *, micro_batch_size: int, seed: int, rank: int, world_size: int,
@@ -382,6 +280,16 @@ def build_plan(cfg: DataConfig, tokenizer: Any, *, micro_batch_size: int, seed: 
                 grad_accum_steps=grad_accum_steps, mix_unit=cfg.mix_schedule_unit, document_mask=cfg.document_mask,
                 on_bad_record=cfg.on_bad_record, on_source_end=cfg.on_source_end, batch_docs=cfg.tokenize_batch_docs,
                 eos_id=eos_of(tokenizer), vocab_size=vocab)
+
+
+def legacy_plan(plan: Plan, cfg: DataConfig) -> LegacyPlan:
+    """The version-1 plan of the same run (``max(1, num_workers)`` streams per rank)."""
+    p = plan
+    return LegacyPlan(subs=p.subs, source_names=p.source_names, seq_len=p.seq_len, micro_batch_size=p.micro_batch_size,
+                      seed=p.seed, rank=p.rank, world_size=p.world_size, streams_per_rank=max(1, cfg.num_workers),
+                      grad_accum_steps=p.grad_accum_steps, mix_unit=p.mix_unit, document_mask=p.document_mask,
+                      on_bad_record=p.on_bad_record, on_source_end=p.on_source_end, batch_docs=p.batch_docs,
+                      eos_id=p.eos_id, vocab_size=p.vocab_size)
 
 
 def _check_pretokenized(cfg: DataConfig, tokenizer: Any, subs: tuple[SubSource, ...]) -> None:

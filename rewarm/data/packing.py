@@ -222,7 +222,7 @@ class ChunkReader:
                 unit, record = unit + 1, 0
             if full_pass and not produced:
                 raise DataError(f"source {self.spec.key}: a whole pass over {len(order)} file part(s) gave no "
-                                f"usable document (files: {', '.join(self.spec.files[:3])}...)")
+                                f"usable document (files: {', '.join(self.spec.files[:3])}...){few(self.spec)}")
             if self.spec.on_source_end == "stop":
                 logger.info("source %s: end of pass %d, stopping (data.on_source_end=stop)", self.spec.key, epoch)
                 raise SourceExhausted(self.spec.key)
@@ -276,6 +276,14 @@ class _PlainUnit:
         for doc in self.reader:
             self._next = doc.index + 1
             yield doc.index, doc
+
+
+def few(spec: SubStreamSpec) -> str:
+    """The hint of an empty pass when the source is shared by several streams."""
+    if spec.readers <= 1:
+        return ""
+    return (f"; stream {spec.reader} reads 1 in {spec.readers} of its documents: a source with fewer documents "
+            "than data.streams leaves streams empty, lower data.streams")
 
 
 def _file_order(spec: SubStreamSpec, epoch: int) -> list[int]:

@@ -110,11 +110,18 @@ def rows_consumed(state: dict[str, Any], streams: int) -> int:
 
 def rank_start(state: dict[str, Any], streams: int, world_size: int, rank: int) -> tuple[int, dict[int, Any]]:
     """(the rank's next local row ``j0``, its streams' states by local stream index) from a version-2 state
-    of ``streams`` streams, for rank ``rank`` of ``world_size`` (any world size dividing the rows consumed)."""
+    of ``streams`` streams, for rank ``rank`` of ``world_size``: any world size dividing the rows consumed when
+    the state holds every stream; the saved world size when it holds this rank's streams only."""
+    local = streams // world_size
+    mine = {t: state["streams"].get(str(rank + world_size * t)) for t in range(local)}
+    if len(state["streams"]) < streams and saved_world_size(state) == world_size and all(mine.values()):
+        pos = [int(s["pos"]) for s in mine.values()]
+        j0 = sum(pos)
+        if pos != [max(0, -(-(j0 - t) // local)) for t in range(local)]:
+            raise ResumeError(f"data state of rank {rank} is not at a row boundary: its streams made {pos} rows")
+        return j0, mine
     g0 = rows_consumed(state, streams)
     if g0 % world_size:
         raise ResumeError(f"data state saved after {g0} rows, not a multiple of the {world_size} ranks now; resume "
                           f"from a checkpoint at an optimizer step (rows per step divisible by the world size)")
-    local = streams // world_size
-    mine = {t: state["streams"][str(rank + world_size * t)] for t in range(local)}
     return g0 // world_size, mine

@@ -19,6 +19,7 @@ from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
+from rewarm.data.state import DATA_ORDER_VERSION
 from rewarm.demo.base import BaseRecipe, ModelShape, build_base, revisions
 from rewarm.demo.corpus import CorpusPaths, CorpusSpec, build_corpora
 from rewarm.demo.study import (
@@ -176,7 +177,8 @@ def _study_stamp(base_run: Path, preset: DemoPreset, config_path: Path, with_tas
     """What the finished runs depend on: runs made without the tasks are run again once lm-eval is installed."""
     base = json.loads((base_run / "rewarm_demo_stamp.json").read_text())
     stamp = {"base": base, "study": asdict(preset.study), "config": Path(config_path).read_text(),
-             "task_items": preset.task_items, "tasks_version": TASKS_VERSION if with_tasks else None}
+             "task_items": preset.task_items, "tasks_version": TASKS_VERSION if with_tasks else None,
+             "data_order": DATA_ORDER_VERSION}  # runs read in another data order are run again
     return json.loads(json.dumps(stamp))  # as it reads back from the file (tuples become lists)
 
 

@@ -58,12 +58,15 @@ def slim_dir(tmp_path: Path) -> Path:
 
 @pytest.fixture
 def data_cfg() -> Callable[..., Any]:
-    """Build a validated DataConfig from a plain dict (as the YAML would give it)."""
+    """Build a validated DataConfig from a plain dict (as the YAML would give it). ``streams`` defaults to 1
+    here (the packed order of one reader, what most tests check); tests of several ranks, workers or streams
+    give data.streams."""
     from omegaconf import OmegaConf
 
     from rewarm.data.config import DataConfig
 
     def make(**values: Any) -> DataConfig:
+        values.setdefault("streams", 1)
         cfg = OmegaConf.to_object(OmegaConf.merge(OmegaConf.structured(DataConfig), OmegaConf.create(values)))
         assert isinstance(cfg, DataConfig)
         cfg.validate()

@@ -32,7 +32,7 @@ def test_datasets_reader_gives_the_same_rows_as_the_plain_reader(tokenizer, data
 
 
 def test_datasets_reader_resumes_exactly_with_two_ranks_and_workers(tokenizer, data_cfg, pile_dir, slim_dir):
-    cfg = data_cfg(seq_len=16, num_workers=2, worker_start="fork", reader="datasets",
+    cfg = data_cfg(seq_len=16, num_workers=2, worker_start="fork", reader="datasets", streams=4,
                    train={"pile": {"preset": "pile", "root": str(pile_dir), "weight": 1},
                           "slim": {"preset": "slimpajama", "root": str(slim_dir), "weight": 2}})
     full = {r: take(build(cfg, tokenizer, r, 2), 10) for r in range(2)}

@@ -122,24 +122,26 @@ def test_subset_weights_select_domains(tokenizer, data_cfg, slim_dir):
     assert {d % 4 for d in docs} == {1, 3}
 
 
-def reader_streams(batches_by_rank, streams_per_rank):
-    """Token stream of each (rank, logical stream): its rows in order."""
+def reader_streams(batches_by_rank, world, streams):
+    """Token stream of each logical stream: its rows in order (rank r's local row j is global row r + world * j,
+    row g // streams of stream g % streams)."""
     out = {}
     for rank, batches in batches_by_rank.items():
-        for k, b in enumerate(batches):
-            rows = torch.cat([b["input_ids"], b["labels"][:, -1:]], 1).flatten().tolist()
-            out.setdefault((rank, k % streams_per_rank), []).extend(rows)
-    return out
+        rows = torch.cat([torch.cat([b["input_ids"], b["labels"][:, -1:]], 1) for b in batches])
+        for j, row in enumerate(rows.tolist()):
+            out.setdefault((rank + world * j) % streams, []).append(row)
+    return {s: [t for row in rows for t in row] for s, rows in out.items()}
 
 
 def test_ranks_and_workers_read_disjoint_documents(tokenizer, data_cfg, pile_dir):
-    """2 ranks x 2 workers over 3 shards: in the first pass of every reader, each of the 300 documents is
-    read exactly once over all readers. A reader's first pass is its documents up to the first repeat."""
-    cfg = data_cfg(seq_len=32, num_workers=2, worker_start="fork",
+    """2 ranks x 2 workers, 8 streams over 3 shards: in the first pass of every stream, each of the 300
+    documents is read exactly once over all streams. A stream's first pass is its documents up to the first
+    repeat."""
+    cfg = data_cfg(seq_len=32, num_workers=2, worker_start="fork", streams=8,
                    train={"pile": {"preset": "pile", "root": str(pile_dir)}})
     by_rank = {r: take(loader(cfg, tokenizer, rank=r, world=2, mbs=4), 160) for r in range(2)}
     seen: list[int] = []
-    for stream in reader_streams(by_rank, 2).values():
+    for stream in reader_streams(by_rank, 2, 8).values():
         ids = [int(x) for x in re.findall(r"doc(\d+) ", tokenizer.decode(stream))]
         first_pass = ids[: next(i for i in range(len(ids)) if ids[i] in ids[:i])]
         seen += first_pass
@@ -150,7 +152,8 @@ def test_ranks_and_workers_read_disjoint_documents(tokenizer, data_cfg, pile_dir
 def test_exact_resume_with_mixing_workers_and_two_ranks(tokenizer, data_cfg, pile_dir, slim_dir, workers, start,
                                                         ranks):
     """world_size 2; (1, auto) runs the forkserver worker path for rank 0 only (its start is the slow part)."""
-    cfg = two_sources(data_cfg, pile_dir, slim_dir, num_workers=workers, worker_start=start, document_mask=True)
+    cfg = two_sources(data_cfg, pile_dir, slim_dir, num_workers=workers, worker_start=start, document_mask=True,
+                      streams=4)
     n, m = 7, 6
     full = {r: take(loader(cfg, tokenizer, rank=r, world=2), n + m) for r in range(ranks)}
     state = merge_states([full[r][n - 1]["data_state"] for r in range(ranks)])
@@ -160,7 +163,7 @@ def test_exact_resume_with_mixing_workers_and_two_ranks(tokenizer, data_cfg, pil
         resumed.load_state_dict(state)
         again = take(resumed, m)
         assert all(same(a, b) for a, b in zip(again, full[r][n:], strict=True))
-        assert again[-1]["data_state"]["ranks"][str(r)] == full[r][-1]["data_state"]["ranks"][str(r)]
+        assert again[-1]["data_state"]["streams"] == full[r][-1]["data_state"]["streams"]
     if ranks == 2:
         assert not any(same(a, b) for a, b in zip(full[0], full[1], strict=True))  # ranks read different data
 
@@ -174,7 +177,7 @@ def test_a_worker_hands_over_the_same_batches_as_the_main_process(tokenizer, dat
         assert set(a) == set(b) == {*KEYS, "data_state"}
         assert all(a[k].dtype == b[k].dtype == torch.long for k in KEYS)
         assert same(a, b)
-        assert a["data_state"]["ranks"] == b["data_state"]["ranks"]
+        assert a["data_state"]["streams"] == b["data_state"]["streams"]
 
 
 def test_resume_refuses_other_data_or_layout(tokenizer, data_cfg, pile_dir, slim_dir):
@@ -183,11 +186,12 @@ def test_resume_refuses_other_data_or_layout(tokenizer, data_cfg, pile_dir, slim
     other = two_sources(data_cfg, pile_dir, slim_dir, num_workers=0, sources={"pile": {"weight": 2.0}})
     with pytest.raises(ResumeError, match="different data config"):
         loader(other, tokenizer).load_state_dict(state)
-    with pytest.raises(ResumeError, match="micro_batch_size: saved 4, now 8"):
+    with pytest.raises(ResumeError, match="rows_per_step: saved 4, now 8"):
         loader(cfg, tokenizer, mbs=8).load_state_dict(state)
-    with pytest.raises(ResumeError, match="not rank 1"):
-        loader(cfg, tokenizer, rank=1, world=2).load_state_dict(
-            take(loader(cfg, tokenizer, rank=0, world=2), 1)[0]["data_state"])
+    two = two_sources(data_cfg, pile_dir, slim_dir, num_workers=0, streams=2)
+    with pytest.raises(ResumeError, match="holds 1 of the 2 streams"):
+        loader(two, tokenizer, rank=1, world=2, mbs=2).load_state_dict(
+            take(loader(two, tokenizer, rank=0, world=2, mbs=2), 1)[0]["data_state"])
 
 
 def test_source_end_repeat_and_stop(tokenizer, tmp_path, data_cfg):
@@ -237,7 +241,7 @@ def test_restore_reads_only_the_current_shard(tokenizer, data_cfg, pile_dir):
     cfg = data_cfg(seq_len=32, num_workers=0, train={"p": {"preset": "pile", "root": str(pile_dir),
                                                            "shuffle_files": False}})
     full = take(loader(cfg, tokenizer), 150)
-    k = next(i for i, b in enumerate(full) if b["data_state"]["ranks"]["0"]["streams"][0]["subs"]["p"]["unit"] == 1)
+    k = next(i for i, b in enumerate(full) if b["data_state"]["streams"]["0"]["subs"]["p"]["unit"] == 1)
     shard = pile_dir / "train" / "00.jsonl.zst"
     shard.write_bytes(b"\xff" * shard.stat().st_size)
     resumed = loader(cfg, tokenizer)
@@ -279,7 +283,8 @@ from rewarm.data.config import DataConfig
 from omegaconf import OmegaConf
 logging.basicConfig(level=logging.WARNING, stream=sys.stderr)
 cfg = OmegaConf.to_object(OmegaConf.merge(OmegaConf.structured(DataConfig), OmegaConf.create(dict(
-    seq_len=16, num_workers=2, worker_start="fork", on_source_end="repeat", train={"a": {"paths": [sys.argv[2]]}}))))
+    seq_len=16, num_workers=2, streams=2, worker_start="fork", on_source_end="repeat",
+    train={"a": {"paths": [sys.argv[2]]}}))))
 tok = PreTrainedTokenizerFast.from_pretrained(sys.argv[1])
 it = iter(build_train_loader(cfg, tok, micro_batch_size=1, seed=0, rank=0, world_size=1))
 m = [state_metrics(b["data_state"]) for b in itertools.islice(it, 200)]

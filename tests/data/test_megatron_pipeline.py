@@ -68,9 +68,10 @@ def test_batches_are_bit_identical_to_the_text_source(tokenizer, data_cfg, corpu
 def test_bit_identical_with_several_readers_on_one_file(tokenizer, data_cfg, tmp_path):
     f = write_jsonl(tmp_path / "a.jsonl", records(90))
     prefix = tokenize(tokenizer, data_cfg, [f], tmp_path / "one")
-    text = data_cfg(seq_len=16, num_workers=0, train={"s": {"paths": [str(f)], "shuffle_files": False}})
-    mm = data_cfg(seq_len=16, num_workers=0, train={"s": {"paths": [prefix], "format": "megatron", "shuffle": "none"}})
-    for rank in range(2):  # two ranks split the documents in the same residue classes as the text records
+    text = data_cfg(seq_len=16, num_workers=0, streams=2, train={"s": {"paths": [str(f)], "shuffle_files": False}})
+    mm = data_cfg(seq_len=16, num_workers=0, streams=2,
+                  train={"s": {"paths": [prefix], "format": "megatron", "shuffle": "none"}})
+    for rank in range(2):  # two streams split the documents in the same residue classes as the text records
         a, b = take(loader(text, tokenizer, rank=rank, world=2), 12), take(loader(mm, tokenizer, rank=rank, world=2), 12)
         assert all(same(x, y) for x, y in zip(a, b, strict=True))
 
@@ -102,15 +103,15 @@ def test_document_shuffle_is_seeded_per_pass_and_uses_every_document(tokenizer, 
 
 
 def test_readers_are_disjoint_and_cover_every_document(tokenizer, data_cfg, corpus):
-    cfg = data_cfg(seq_len=16, num_workers=0, on_source_end="stop", train={"s": {"paths": [corpus["prefix"]],
-                                                                                 "format": "megatron"}})
+    cfg = data_cfg(seq_len=16, num_workers=0, on_source_end="stop", streams=3,
+                   train={"s": {"paths": [corpus["prefix"]], "format": "megatron"}})
     seen = [d for r in range(3) for d in doc_ids(tokenizer, list(loader(cfg, tokenizer, rank=r, world=3, mbs=1)))]
     assert len(seen) == len(set(seen)) and len(seen) > 100  # each reader drops only its partial last row
 
 
 @pytest.mark.parametrize("workers", [0, 2])
 def test_exact_resume_mixed_with_text(tokenizer, data_cfg, corpus, pile_dir, workers):
-    cfg = data_cfg(seq_len=16, num_workers=workers, worker_start="fork", document_mask=True,
+    cfg = data_cfg(seq_len=16, num_workers=workers, worker_start="fork", document_mask=True, streams=4,
                    train={"mm": {"paths": [corpus["prefix"] + ".bin"], "weight": 1.0},
                           "pile": {"preset": "pile", "root": str(pile_dir), "weight": 1.0}})
     n, m = 9, 8
@@ -132,7 +133,7 @@ def test_restore_seeks_without_reading_earlier_documents(tokenizer, data_cfg, co
     cfg = data_cfg(seq_len=16, num_workers=0, train={"s": {"paths": [corpus["prefix"] + ".bin"], "shuffle": "none"}})
     full = take(loader(cfg, tokenizer), 30)
     state = full[19]["data_state"]
-    cursor = state["ranks"]["0"]["streams"][0]["subs"]["s"]
+    cursor = state["streams"]["0"]["subs"]["s"]
     assert cursor["record"] > 10 and cursor["token"] > 0  # inside a document
     spans: list[int] = []
     original = stream.gather

@@ -25,7 +25,7 @@ def rows_of(batch: dict) -> np.ndarray:
 
 
 def pythia(data_cfg, root, **source):
-    extra = {k: source.pop(k) for k in ("document_mask", "seq_len", "on_source_end") if k in source}
+    extra = {k: source.pop(k) for k in ("document_mask", "seq_len", "on_source_end", "streams") if k in source}
     return data_cfg(**{"seq_len": 2048, "num_workers": 0, **extra},
                     train={"pile": {"preset": "pythia_preshuffled", "root": str(root), **source}})
 
@@ -44,9 +44,11 @@ def test_step_n_starts_at_row_n_times_rows_per_step(tokenizer, data_cfg, tmp_pat
     assert np.array_equal(got, want)
 
 
-def test_two_readers_share_the_rows_in_order(tokenizer, data_cfg, tmp_path):
+@pytest.mark.parametrize("streams", [2, 8])
+def test_two_readers_share_the_rows_in_order(tokenizer, data_cfg, tmp_path, streams):
+    """Global row g is Pythia's row start + g whatever data.streams: stream s reads rows s, s + S, ..."""
     tokens = write_pythia_like(tmp_path / "p", n_rows=20).reshape(20, ROW)
-    cfg = pythia(data_cfg, tmp_path / "p", start_step=2, rows_per_step=2)
+    cfg = pythia(data_cfg, tmp_path / "p", start_step=2, rows_per_step=2, streams=streams)
     got = {r: np.concatenate([rows_of(b) for b in take(loader(cfg, tokenizer, mbs=2, rank=r, world=2), 2)])
            for r in range(2)}
     assert np.array_equal(got[0], tokens[[4, 6, 8, 10]]) and np.array_equal(got[1], tokens[[5, 7, 9, 11]])

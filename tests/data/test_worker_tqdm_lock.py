@@ -10,7 +10,7 @@ import os
 import pytest
 import tqdm.std as tqdm_std  # a dependency of datasets and transformers: always installed
 
-from rewarm.data.loader import own_tqdm_lock
+from rewarm.data.workers import own_tqdm_lock
 
 
 def _hold_and_die(own: bool) -> None:

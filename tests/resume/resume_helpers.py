@@ -98,7 +98,7 @@ def comparable_rows(metrics: Path) -> list[dict[str, str]]:
 
 
 def write_config(path: Path, world: dict[str, Any], *, num_workers: int, max_steps: int, global_batch: int,
-                 keep_every: int = 0) -> Path:
+                 keep_every: int = 0, streams: int = 2) -> Path:
     """A deterministic CPU run: seq_len 16, micro-batches of 2 rows, a checkpoint every 2 steps (newest 2 kept),
     validation every 6 steps on two 4-row sets."""
     w = world["world"]
@@ -109,6 +109,7 @@ model: {{name_or_path: {w['model']}}}
 data:
   seq_len: 16
   num_workers: {num_workers}
+  streams: {streams}
   train:
     small: {{paths: ["{world['train_glob']}"]}}
   val:
@@ -150,11 +151,13 @@ def effective_batches(records: list[dict[str, Any]], max_steps: int, accum: int)
 
 
 def stream_documents(batches: list[list[list[int]]], streams: int, eos: int) -> list[list[list[int]]]:
-    """Per logical data stream (micro-batch k comes from stream k % streams): its documents' tokens in the
-    order they were read, split at EOS; the last one may be a partial document."""
+    """Per logical data stream (row g of the run, counted over the micro-batches in order, comes from stream
+    g % streams): its documents' tokens in the order they were read, split at EOS; the last one may be a
+    partial document."""
     out = []
+    all_rows = [row for rows in batches for row in rows]
     for s in range(streams):
-        flat = [t for rows in batches[s::streams] for row in rows for t in row]
+        flat = [t for row in all_rows[s::streams] for t in row]
         docs, cur = [], []
         for t in flat:
             if t == eos:

@@ -117,7 +117,9 @@ def token_chunks(spec: Any, cursor: dict[str, Any], eos_id: int, batch_docs: int
                 yield chunk
             unit, record = unit + 1, 0
         if full_pass and not produced:
-            raise DataError(f"source {spec.key}: a whole pass over {', '.join(spec.files[:3])} gave no token")
+            hint = "" if spec.readers <= 1 else (f"; stream {spec.reader} reads 1 in {spec.readers} of its documents: "
+                                                 "with fewer documents than data.streams, lower data.streams")
+            raise DataError(f"source {spec.key}: a whole pass over {', '.join(spec.files[:3])} gave no token{hint}")
         if spec.on_source_end == "stop":
             logger.info("source %s: end of pass %d, stopping (data.on_source_end=stop)", spec.key, epoch)
             raise SourceExhausted(spec.key)
