@@ -19,6 +19,11 @@ Two measurements, each alternating resumed / fresh (ABBA) in one process:
 
 Target <= 2.
 
+3. elastic (``ratio_elastic_resume=``, printed before the result): the same time to the first step, resuming on 1
+   rank a checkpoint written by 2 ranks (``torchrun``, gloo) vs one written by 1 rank, the rows per step kept
+   (accumulation 1 -> 2); ``--elastic-strategy deepspeed`` (ZeRO-2) includes the universal-checkpoint conversion.
+   Both checkpoints are of the same 3-step run at step 1, copied afresh for every resume. Target <= 1.5.
+
     .venv/bin/python benchmarks/resume_latency.py [--quick] [--rounds R] [--docs N]
 """
 
@@ -89,8 +94,9 @@ def deep_state(data: Any, tok: Any, s: dict[str, int], path: Path, fraction: flo
 
 def _records_done(state: dict[str, Any]) -> int:
     """The highest record cursor of any sub-stream in the state (the position in the shard)."""
-    return max((int(c["record"]) for r in state["ranks"].values() for st in r["streams"] for c in st["subs"].values()),
-               default=0)
+    streams = state["streams"].values() if isinstance(state.get("streams"), dict) else (
+        st for r in state["ranks"].values() for st in r["streams"])  # version 1: per-rank streams
+    return max((int(c.get("record", 0)) for st in streams for c in st["subs"].values()), default=0)
 
 
 def _resumed_loader(data: Any, tok: Any, batch: int, state: dict[str, Any]) -> Any:
@@ -122,11 +128,17 @@ class FirstStep:
     def __init__(self) -> None:
         self.at: float | None = None
         self.input_ids: Any = None
+        self.start_step = 0
+
+    def on_train_start(self, trainer: Any, pl_module: Any) -> None:
+        self.start_step = trainer.global_step
 
     def on_train_batch_end(self, trainer: Any, pl_module: Any, outputs: Any, batch: Any, batch_idx: int) -> None:
-        if self.at is None:
-            self.at, self.input_ids = time.perf_counter(), batch["input_ids"].cpu()
-        trainer.should_stop = True
+        if self.input_ids is None:
+            self.input_ids = batch["input_ids"].cpu()  # the first micro-batch (checked by ``expect``)
+        if self.at is None and trainer.global_step > self.start_step:  # an optimizer step ended (accumulation)
+            self.at = time.perf_counter()
+            trainer.should_stop = True
 
 
 def time_to_first_step(overrides: list[str], expect: Any = None) -> float:
@@ -139,7 +151,7 @@ def time_to_first_step(overrides: list[str], expect: Any = None) -> float:
 
     probe = type("FirstStepCallback", (FirstStep, L.Callback), {})()
     original = T.build_trainer
-    T.build_trainer = lambda cfg, plan, loggers, callbacks: original(cfg, plan, loggers, [*callbacks, probe])
+    T.build_trainer = lambda cfg, plan, loggers, callbacks, **kw: original(cfg, plan, loggers, [*callbacks, probe], **kw)
     try:
         t0 = time.perf_counter()
         T.run(load(None, overrides))
@@ -207,11 +219,56 @@ def loader_level(data: Any, tok: Any, s: dict[str, int], state: dict[str, Any]) 
     return C.median(ratios)
 
 
+def elastic_seed(overrides: list[str], out: Path, name: str, ranks: int) -> Path:
+    """A finished 3-step run on ``ranks`` CPU ranks (``torchrun``), keeping only its step-1 checkpoint."""
+    import os
+    import subprocess
+
+    ov = [*overrides, f"run.name={name}", f"trainer.devices={ranks}", "resume.mode=never"]
+    env = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONPATH": str(C.REPO), "WANDB_MODE": "disabled"}
+    empty = out / "empty.yaml"
+    empty.write_text("{}\n")
+    cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", f"--nproc-per-node={ranks}",
+           "-m", "rewarm", "train", str(empty), *ov]
+    subprocess.run(cmd, check=True, env=env, cwd=C.REPO, capture_output=True)
+    run_dir = out / name
+    for extra in sorted((run_dir / "checkpoints").glob("step*"))[1:]:
+        shutil.rmtree(extra)
+    (run_dir / "summary.json").unlink(missing_ok=True)
+    return run_dir
+
+
+def elastic_level(cache: Path, shard: Path, s: dict[str, int], strategy: str) -> float:
+    """Median over rounds of (resume on 1 rank of a 2-rank checkpoint) / (of a 1-rank checkpoint)."""
+    with tempfile.TemporaryDirectory(prefix="bench_elastic_") as tmp:
+        out = Path(tmp)
+        ov = [*run_overrides(cache, shard, out, "x", s, "never"), f"trainer.global_batch_size={2 * s['batch']}",
+              "trainer.accelerator=cpu", "data.num_workers=0"]
+        ov += ["trainer.strategy=deepspeed", "trainer.deepspeed.stage=2"] if strategy == "deepspeed" else [
+            "trainer.strategy=ddp"]
+        seeds = {n: elastic_seed(ov, out, f"seed{n}", n) for n in (2, 1)}
+
+        def resumed(ranks: int, r: int) -> float:
+            name = f"from{ranks}_{r}"
+            shutil.copytree(seeds[ranks], out / name)
+            return time_to_first_step([*ov, f"run.name={name}", "trainer.devices=1", "resume.mode=auto"])
+
+        ratios = []
+        for r in range(s["rounds"]):
+            a, b = C.abba(r, lambda: resumed(2, r), lambda: resumed(1, r))  # noqa: B023
+            ratios.append(a / b)
+            print(f"elastic, round {r}: 2 ranks -> 1 {a * 1e3:.0f} ms, 1 rank -> 1 {b * 1e3:.0f} ms, ratio "
+                  f"{a / b:.3f}", flush=True)
+    return C.median(ratios)
+
+
 def main(argv: list[str] | None = None) -> float:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     C.add_common_args(p)
     p.add_argument("--rounds", type=int, default=4, help="resumed/fresh pairs, alternated (each level)")
     p.add_argument("--docs", type=int, default=1_000_000, help="documents in the stream (one shard)")
+    p.add_argument("--elastic-strategy", choices=("ddp", "deepspeed"), default="ddp",
+                   help="strategy of the elastic measurement (deepspeed: ZeRO-2, with the universal conversion)")
     args = p.parse_args(argv)
     C.set_threads(args.threads)
     C.quiet_logs(lightning=True)
@@ -224,6 +281,9 @@ def main(argv: list[str] | None = None) -> float:
     print(f"loader_level_ratio={loader:.4f}", flush=True)
     expect = next(iter(_resumed_loader(data, tok, s["batch"], state)))["input_ids"]
     ratio = run_level(args.cache, shard, s, state, expect)
+    elastic = elastic_level(args.cache, shard, s, args.elastic_strategy)
+    print(f"target: ratio_elastic_resume <= 1.5 ({'met' if elastic <= 1.5 else 'MISSED'}; {args.elastic_strategy})")
+    print(f"ratio_elastic_resume={elastic:.4f}", flush=True)
     C.print_result("resume_latency", ratio, f"<= 2 ({'met' if ratio <= 2 else 'MISSED'}); run level "
                    f"(loader level: {loader:.2f})")
     return ratio

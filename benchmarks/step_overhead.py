@@ -126,7 +126,7 @@ def run_interleaved(model: Path, data: Path, out: Path, s: dict[str, int], worke
 
     probe = type("InterleaveCallback", (Interleave, L.Callback), {})(BareStepper(model, torch.device("cpu")))
     original = T.build_trainer
-    T.build_trainer = lambda cfg, plan, loggers, callbacks: original(cfg, plan, loggers, [*callbacks, probe])
+    T.build_trainer = lambda cfg, plan, loggers, callbacks, **kw: original(cfg, plan, loggers, [*callbacks, probe], **kw)
     try:
         overrides = C.base_overrides(model, str(data), out, s["seq"], s["batch"], s["warmup"] + s["steps"] + 1, "r")
         T.run(load(None, overrides + [f"data.num_workers={workers}"]))
@@ -184,7 +184,7 @@ def rewarm_span(model: Path, data: Path, out: Path, s: dict[str, int], workers: 
 
     clock = type("SpanClockCallback", (SpanClock, L.Callback), {})(s["warmup"], s["steps"])
     original = T.build_trainer
-    T.build_trainer = lambda cfg, plan, loggers, callbacks: original(cfg, plan, loggers, [*callbacks, clock])
+    T.build_trainer = lambda cfg, plan, loggers, callbacks, **kw: original(cfg, plan, loggers, [*callbacks, clock], **kw)
     try:
         overrides = C.base_overrides(model, str(data), out, s["seq"], s["batch"], s["warmup"] + s["steps"], f"r{r}")
         T.run(load(None, overrides + ["trainer.accelerator=gpu", "trainer.precision=bf16-mixed",

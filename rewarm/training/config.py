@@ -44,9 +44,10 @@ class TrainerConfig:
     max_tokens: int | None = None
     """Training tokens of the run; steps = max_tokens / tokens per step (must divide)."""
     micro_batch_size: int = 1
-    """Rows per device per forward pass."""
+    """Rows per device per forward pass (may change on resume when the global batch is kept: elastic resume)."""
     global_batch_size: int | None = None
-    """Rows per optimizer step over all devices (default: micro_batch_size x world size)."""
+    """Rows per optimizer step over all devices (default: micro_batch_size x world size). Set it to resume on
+    another number of devices or nodes (elastic resume keeps it; accumulation is recomputed)."""
     global_batch_tokens: int | None = None
     """Tokens per optimizer step (rows x seq_len); exclusive with global_batch_size."""
     val_every_steps: int = 1000
@@ -58,7 +59,7 @@ class TrainerConfig:
     accelerator: str = "auto"
     """auto | cpu | gpu."""
     devices: int = 1
-    """Processes (GPUs) per node."""
+    """Processes (GPUs) per node (may change on resume when the global batch is kept: elastic resume)."""
     num_nodes: int = 1
     """Nodes (SLURM: --nodes); world size = devices x num_nodes."""
     strategy: str = "auto"

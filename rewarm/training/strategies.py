@@ -162,7 +162,7 @@ def build_strategy(t: TrainerConfig, plan: BatchPlan, *, reshard: bool = False) 
         warnings.filterwarnings("ignore", message=".*DeepSpeed handles gradient clipping internally.*")
         if accelerator == "cpu":
             return (UniversalCPUDeepSpeedStrategy if reshard else CPUDeepSpeedStrategy)(config=config)
-        return (UniversalDeepSpeedStrategy if reshard else DeepSpeedStrategy)(config=config)
+        return (UniversalDeepSpeedStrategy if reshard else GPUDeepSpeedStrategy)(config=config)
     if t.strategy == "fsdp":
         return FSDP2Strategy(data_parallel_size=plan.world_size, tensor_parallel_size=1)
     if t.strategy == "ddp":
@@ -204,7 +204,22 @@ def clip_gradients(strategy: Any, parameters: Iterable[torch.Tensor], max_norm: 
     return total
 
 
-class CPUDeepSpeedStrategy(DeepSpeedStrategy):
+class ScaleLossOnce:
+    """Mixin of a DeepSpeed strategy: Lightning already divides each micro-batch's loss by the accumulation
+    (``trainer.accumulate_grad_batches``); DeepSpeed's ``engine.backward`` would divide it again (its default
+    ``scale_wrt_gas=True``), leaving gradients, the logged gradient norm and the clipping threshold off by the
+    accumulation factor, and a run's numerics dependent on how its global batch is split (measured: ZeRO-2 on
+    1 rank x accumulation 2 logged half the norm of 2 ranks x 1). The loss is divided once."""
+
+    def backward(self, closure_loss: torch.Tensor, optimizer: Any, *args: Any, **kwargs: Any) -> torch.Tensor:
+        return super().backward(closure_loss, optimizer, *args, scale_wrt_gas=False, **kwargs)  # type: ignore[misc]
+
+
+class GPUDeepSpeedStrategy(ScaleLossOnce, DeepSpeedStrategy):
+    """Lightning's DeepSpeedStrategy, the loss divided by the accumulation once (``ScaleLossOnce``)."""
+
+
+class CPUDeepSpeedStrategy(ScaleLossOnce, DeepSpeedStrategy):
     """DeepSpeedStrategy on DeepSpeed's CPU accelerator (gloo): skips Lightning's CUDA-only checks and gives
     ``deepspeed.initialize`` the local rank as ``device_rank`` (a CPU device has no index)."""
 
@@ -252,10 +267,27 @@ class UniversalLoad:
 
             raise ResumeError(f"could not convert the DeepSpeed checkpoint {state} to a universal checkpoint for "
                               f"a resume on another number of ranks ({error}); by hand: {conversion_command(state)}")
-        return super().load_checkpoint(universal_dir(state), weights_only)  # type: ignore[misc]
+        optimizer = self.deepspeed_engine.optimizer  # type: ignore[attr-defined]
+        hyper = [{k: v for k, v in g.items() if k != "params"} for g in optimizer.param_groups]
+        client_state = super().load_checkpoint(universal_dir(state), weights_only)  # type: ignore[misc]
+        fix_zero3_universal_load(optimizer, hyper)
+        return client_state
 
 
-class UniversalDeepSpeedStrategy(UniversalLoad, DeepSpeedStrategy):
+def fix_zero3_universal_load(optimizer: Any, hyper: list[dict[str, Any]]) -> None:
+    """Undo two slips of DeepSpeed 0.19's ZeRO-3 universal load (harmless for ZeRO-1/2): it gives every param group
+    the first group's hyperparameters (weight decay included; ours has a no-decay group), put back from ``hyper``
+    (the config's, taken before the load); and it gives every parameter partition *one* shared AdamW ``step``
+    tensor, which each partition's update then increments (bias correction off after one step): each gets a copy."""
+    for group, saved in zip(optimizer.param_groups, hyper, strict=True):
+        group.update(saved)
+    inner = getattr(optimizer, "optimizer", optimizer)  # the torch optimizer under DeepSpeed's wrapper
+    for state in inner.state.values():
+        if isinstance(state.get("step"), torch.Tensor):
+            state["step"] = state["step"].clone()
+
+
+class UniversalDeepSpeedStrategy(UniversalLoad, GPUDeepSpeedStrategy):
     """DeepSpeedStrategy that resumes a ZeRO checkpoint of another world size (GPU)."""
 
 

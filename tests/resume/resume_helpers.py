@@ -216,11 +216,13 @@ def _check_next(prev: int, cur: int, corpus: dict, by_pos: dict) -> None:
 
 def recording_step(original: Callable[..., Any], out: IO[str]) -> Callable[..., Any]:
     """``RewarmModule.training_step`` that first appends its micro-batch to ``out`` as one JSON line
-    ``{"pid", "step", "batch", "rows"}`` (rows: ``input_ids`` plus the last label), flushed before the step."""
+    ``{"pid", "step", "batch", "rank", "world", "rows"}`` (rows: ``input_ids`` plus the last label), flushed before
+    the step."""
     def training_step(self, batch, batch_idx):  # type: ignore[no-untyped-def]
         rows = [ids + [last] for ids, last in zip(batch["input_ids"].tolist(), batch["labels"][:, -1].tolist(),
                                                   strict=True)]
         out.write(json.dumps({"pid": os.getpid(), "step": int(self.global_step), "batch": int(batch_idx),
+                              "rank": int(self.global_rank), "world": int(self.trainer.world_size),
                               "rows": rows}) + "\n")
         out.flush()
         return original(self, batch, batch_idx)

@@ -64,8 +64,8 @@ def main(argv: list[str]) -> int:
     probe_dir = Path(argv[0])
     original = train.build_trainer
 
-    def build_trainer(cfg: Any, plan: Any, loggers: list[Any], callbacks: list[Any]) -> Any:
-        return original(cfg, plan, loggers, [*callbacks, Probe(probe_dir)])
+    def build_trainer(cfg: Any, plan: Any, loggers: list[Any], callbacks: list[Any], **kw: Any) -> Any:
+        return original(cfg, plan, loggers, [*callbacks, Probe(probe_dir)], **kw)
 
     train.build_trainer = build_trainer
     from rewarm.cli import main as cli

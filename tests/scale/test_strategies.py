@@ -15,6 +15,9 @@ from rewarm.errors import ConfigError
 from rewarm.training.strategies import (
     CPUDeepSpeedStrategy,
     FSDP2Strategy,
+    GPUDeepSpeedStrategy,
+    UniversalCPUDeepSpeedStrategy,
+    UniversalDeepSpeedStrategy,
     build_strategy,
     clip_gradients,
     deepspeed_config,
@@ -87,13 +90,18 @@ def test_bad_merge_file(tiny_world, tmp_path: Path) -> None:
 
 def test_build_strategy_kinds(tiny_world, tmp_path: Path) -> None:
     def build(**extra):
+        reshard = extra.pop("reshard", False)
         cfg = _cfg(tiny_world, tmp_path, **extra)
-        return build_strategy(cfg.trainer, batch_plan(cfg))
+        return build_strategy(cfg.trainer, batch_plan(cfg), reshard=reshard)
 
     cpu_ds = build(trainer__accelerator="cpu", trainer__deepspeed__stage=1)
     assert isinstance(cpu_ds, CPUDeepSpeedStrategy) and cpu_ds.config["zero_optimization"]["stage"] == 1
     gpu_ds = build(trainer__accelerator="gpu")
-    assert type(gpu_ds) is DeepSpeedStrategy  # the unmodified Lightning strategy on GPUs
+    assert type(gpu_ds) is GPUDeepSpeedStrategy and isinstance(gpu_ds, DeepSpeedStrategy)  # Lightning's, loss scaled once
+    elastic = build(trainer__accelerator="gpu", trainer__strategy="deepspeed", reshard=True)
+    assert type(elastic) is UniversalDeepSpeedStrategy and elastic.config["checkpoint"] == {"load_universal": True}
+    cpu_elastic = build(trainer__accelerator="cpu", trainer__strategy="deepspeed", reshard=True)
+    assert type(cpu_elastic) is UniversalCPUDeepSpeedStrategy
     assert isinstance(build(trainer__strategy="ddp"), DDPStrategy)
     assert isinstance(build(trainer__strategy="fsdp", trainer__devices=2), FSDP2Strategy)
     assert build(trainer__strategy="auto") == "auto"
