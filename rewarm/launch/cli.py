@@ -6,10 +6,12 @@ from __future__ import annotations
 import argparse
 import shlex
 import subprocess
+import sys
 from pathlib import Path
 
 from rewarm.config import load
 from rewarm.errors import ConfigError, report
+from rewarm.launch.capacity import Unavailable, check_script, memory_mb
 from rewarm.launch.slurm import TEMPLATE_DIR, SlurmOptions, prepare
 
 
@@ -28,6 +30,8 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("--account", help="SLURM account")
     p.add_argument("--cpus-per-task", type=int, default=d.cpus_per_task,
                    help=f"CPU cores per GPU task (default {d.cpus_per_task})")
+    p.add_argument("--mem", help="memory per node, sbatch's --mem (e.g. 64G; default: the partition's, "
+                   "DefMemPerCPU x CPUs per node)")
     p.add_argument("--signal-seconds", type=int, default=d.signal_seconds,
                    help=f"SIGUSR1 this many seconds before the limit (default {d.signal_seconds})")
     p.add_argument("--template-dir", type=Path, default=TEMPLATE_DIR, help="where train.sbatch / sweep.sbatch are")
@@ -35,13 +39,42 @@ def _parser() -> argparse.ArgumentParser:
     return p
 
 
+def _check_options(opts: SlurmOptions) -> None:
+    if opts.cpus_per_task < 1:
+        raise ConfigError("--cpus-per-task", f"must be >= 1, got {opts.cpus_per_task}")
+    try:
+        memory_mb(opts.mem)
+    except ValueError as e:
+        raise ConfigError("--mem", str(e)) from None
+
+
+def _check_cluster(script: str, *, submit: bool) -> None:
+    """A job that no node of its partition can hold is refused at --submit (sbatch would queue it for good) and
+    warned about in a dry run; not checked where no SLURM answers."""
+    try:
+        found = check_script(script)
+    except Unavailable as e:
+        if submit:
+            print(f"rewarm slurm: the partition's nodes were not checked ({e})", file=sys.stderr)
+        return
+    if not found:
+        return
+    if submit:
+        raise ConfigError("", "this job could never start (sbatch would accept it and leave it pending):\n  "
+                          + "\n  ".join(found))
+    for line in found:
+        print(f"warning: this job could never start: {line}", file=sys.stderr)
+
+
 def main(argv: list[str]) -> int:
     args = _parser().parse_args(argv)
-    opts = SlurmOptions(args.time, args.partition, args.account, args.cpus_per_task, args.signal_seconds)
+    opts = SlurmOptions(args.time, args.partition, args.account, args.cpus_per_task, args.signal_seconds, args.mem)
     config = str(Path(args.config).resolve())
     try:
+        _check_options(opts)
         cfg = load(config, args.overrides)
         script, path, cmd = prepare(cfg, config, args, opts)
+        _check_cluster(script, submit=args.submit)
     except (ConfigError, OSError, ValueError) as e:
         return report(e)
     if not args.submit:

@@ -32,6 +32,7 @@ class SlurmOptions:
     account: str | None = None
     cpus_per_task: int = 8
     signal_seconds: int = 120  # SIGUSR1 this long before the time limit: enough to save a checkpoint
+    mem: str | None = None  # memory per node (sbatch --mem); None: the template's line, else the partition's default
 
 
 def sweep_lines(text: str) -> list[list[str]]:
@@ -49,6 +50,8 @@ def directives(cfg: RunConfig, opts: SlurmOptions, *, job_name: str, output: str
         "cpus-per-task": str(opts.cpus_per_task), "time": opts.time, "signal": f"USR1@{opts.signal_seconds}",
         "output": output, "partition": opts.partition, "account": opts.account,
     }
+    if opts.mem is not None:
+        out["mem"] = opts.mem
     if array_size is not None:
         out["array"] = f"0-{array_size - 1}"
     return out

@@ -109,13 +109,18 @@ def test_sweep_refusals(tiny_world, empty_yaml: Path, tmp_path: Path, capsys) ->
         assert message in capsys.readouterr().err
 
 
-def test_submit_calls_sbatch(tiny_world, empty_yaml: Path, tmp_path: Path, monkeypatch) -> None:
+def test_submit_calls_sbatch(tiny_world, empty_yaml: Path, tmp_path: Path, monkeypatch, capsys) -> None:
     bin_dir = tmp_path / "bin"
     bin_dir.mkdir()
     (bin_dir / "sbatch").write_text(f'#!/bin/bash\necho "$@" > {tmp_path}/sbatch.args\necho "Submitted batch job 1"\n')
     (bin_dir / "sbatch").chmod(0o755)
+    # no controller answers (the partition is then not checked: tests/slurm/test_refusal.py checks it)
+    (bin_dir / "scontrol").write_text('#!/bin/bash\necho "Unable to contact slurm controller" >&2\nexit 1\n')
+    (bin_dir / "scontrol").chmod(0o755)
     monkeypatch.setenv("PATH", f"{bin_dir}{os.pathsep}{os.environ['PATH']}")
     assert main([str(empty_yaml), *tiny_overrides(tiny_world, tmp_path / "runs"), "--submit"]) == 0
+    assert "the partition's nodes were not checked (scontrol show -o partition: Unable to contact slurm controller)" \
+        in capsys.readouterr().err
     written = tmp_path / "runs" / "t" / "slurm" / "train.sbatch"
     assert written.is_file() and os.access(written, os.X_OK)
     assert (tmp_path / "sbatch.args").read_text().split()[:2] == [str(written), str(empty_yaml.resolve())]
