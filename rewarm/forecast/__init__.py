@@ -13,18 +13,20 @@ Public API: ``SetForecast``, ``Fit``, ``save_fit``, ``load_fit``, ``fit_run_dirs
 
 from __future__ import annotations
 
-from rewarm.forecast.api import (
-    DEFAULT_ANNEAL,
-    fit_curves,
-    fit_run_dirs,
-    objective,
-    predict_config,
-    predict_lrs,
-    refit_offsets,
-)
-from rewarm.forecast.fitfile import Fit, SetFit, SetForecast, load_fit, save_fit
+import importlib
+from typing import Any
 
-__all__ = [
-    "DEFAULT_ANNEAL", "Fit", "SetFit", "SetForecast", "fit_curves", "fit_run_dirs", "load_fit", "objective",
-    "predict_config", "predict_lrs", "refit_offsets", "save_fit",
-]
+# The package is imported by the root config (rewarm.forecast.config, the `forecast` section), which stays light
+# (`rewarm check` imports no numpy or scipy): the API is imported on first use.
+_API = {name: "rewarm.forecast.api" for name in (
+    "DEFAULT_ANNEAL", "fit_curves", "fit_run_dirs", "objective", "predict_config", "predict_lrs", "refit_offsets")}
+_API.update({name: "rewarm.forecast.fitfile" for name in ("Fit", "SetFit", "SetForecast", "load_fit", "save_fit")})
+
+__all__ = sorted(_API)
+
+
+def __getattr__(name: str) -> Any:
+    """``rewarm.forecast.fit_run_dirs`` etc., importing numpy and scipy only when asked for."""
+    if name in _API:
+        return getattr(importlib.import_module(_API[name]), name)
+    raise AttributeError(f"module 'rewarm.forecast' has no attribute {name!r}")

@@ -30,7 +30,8 @@ def poisoned(tiny_world, tmp_path_factory) -> dict[str, Path]:
 def poisoned_overrides(world, poisoned, out: Path, **extra) -> list[str]:
     base = {"model__name_or_path": poisoned["model"], "data__train__slimpajama__paths": f"[{poisoned['train']}]",
             "trainer__max_steps": 10, "trainer__val_every_steps": 0, "checkpoint__every_steps": 1,
-            "checkpoint__keep_last": 20, "logging__wandb__mode": "disabled"}
+            "checkpoint__keep_last": 20, "logging__wandb__mode": "disabled",
+            "data__streams": 1}  # one stream reads the file in order: the poison is document ``poison_at`` of it
     return tiny_overrides(world, out, **{**base, **extra})
 
 
@@ -138,7 +139,7 @@ def test_two_ddp_ranks_take_the_same_decision(tiny_world, empty_yaml, tmp_path):
 
     poisoned = build_poisoned_world(tiny_world, tmp_path / "world", docs=8, files=2)  # a file per rank
     extra = {"trainer__accelerator": "cpu", "trainer__devices": 2, "trainer__strategy": "ddp",
-             "trainer__global_batch_size": 4, "trainer__max_steps": 16}
+             "trainer__global_batch_size": 4, "trainer__max_steps": 16, "data__streams": 2}  # a stream per file
     out, log = tmp_path / "skip", tmp_path / "skip.log"
     assert torchrun_train(empty_yaml, poisoned_overrides(tiny_world, poisoned, out, trainer__on_nonfinite="skip",
                                                          **extra), log) == 0, tail(log)

@@ -8,6 +8,8 @@ with the same token stream and nothing lost.
 - FSDP2 (torch.distributed.checkpoint resharding) and DeepSpeed ZeRO-2 / ZeRO-3 (DeepSpeed's universal checkpoint,
   converted on resume): a 2-rank run is killed after its first checkpoint and finished on 1 rank, with the same
   losses.
+- The runs keep an EMA of the weights (rewarm.averaging): its validation (``val_avg/*``) follows the same losses
+  across every change of ranks, so the EMA is carried (and resharded) with the model.
 - A global batch that cannot be kept, and a checkpoint written before elastic resume on another world size, are
   refused before the first step (exit 2, the numbers named).
 
@@ -37,14 +39,16 @@ from resume_helpers import (
 SEED = int(os.environ.get("REWARM_KILL_SEED", random.SystemRandom().randrange(10**6)))
 MAX_STEPS, ROWS, STREAMS = 14, 4, 4
 COMMON = ["trainer.accelerator=cpu", f"data.streams={STREAMS}", "checkpoint.every_steps=2"]
-LOSSES = ("train/loss", "val/pile/loss", "val/slimpajama/loss")
+LOSSES = ("train/loss", "val/pile/loss", "val/slimpajama/loss", "val_avg/pile/loss", "val_avg/slimpajama/loss")
+EMA = "{ema_decay: 0.8, every_steps: 1, start_step: 2}"
 
 
 @pytest.fixture(scope="module")
 def elastic_config(resume_world: dict[str, Any], tmp_path_factory: pytest.TempPathFactory) -> dict[str, Any]:
     """The run's config, and the uninterrupted 2-rank DDP run (started here, waited for by ``reference``)."""
     tmp = tmp_path_factory.mktemp("elastic")
-    cfg = write_config(tmp / "run.yaml", resume_world, num_workers=0, max_steps=MAX_STEPS, global_batch=ROWS)
+    cfg = write_config(tmp / "run.yaml", resume_world, num_workers=0, max_steps=MAX_STEPS, global_batch=ROWS,
+                       averaging=EMA)
     log = tmp / "ref.log"
     proc = start_ranks(2, cfg, [*COMMON, "trainer.strategy=ddp", "run.name=ref"], log, tmp / "ref.jsonl")
     return {"tmp": tmp, "cfg": cfg, "ref": proc, "ref_log": log}
@@ -58,6 +62,7 @@ def reference(elastic_config: dict[str, Any]) -> Path:
 
 def _check_same_losses(ref: Path, got: Path, msg: str) -> None:
     a, b = comparable_rows(ref), comparable_rows(got)
+    assert any(r["val_avg/pile/loss"] for r in a), "the reference run validated no EMA"
     assert [r["step"] for r in b] == [r["step"] for r in a], f"{msg}: steps {[r['step'] for r in b]}"
     for x, y in zip(a, b, strict=True):
         for key in LOSSES:
