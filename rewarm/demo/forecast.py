@@ -65,6 +65,16 @@ class ForecastReport:
         return max((abs(p.error) for p in self.predictions), default=float("nan"))
 
 
+def pretraining_overrides(base: Any) -> list[str]:
+    """``model.pretraining`` of the study's runs: the demo base's own schedule (``rewarm.demo.base.BaseRecipe``:
+    linear warmup then cosine to 0.1 x peak), so the law continues its forward and annealing areas and a run from
+    an earlier revision (``stepN``: N steps of it done) shares the fit."""
+    return ["model.pretraining.schedule=cosine", f"model.pretraining.max_lr={base.max_lr:g}",
+            f"model.pretraining.min_lr={base.min_lr:g}",
+            f"model.pretraining.warmup_steps={round(base.warmup_fraction * base.steps)}",
+            f"model.pretraining.total_steps={base.steps}"]
+
+
 def fit_and_predict_runs(plan: StudyPlan) -> tuple[list[str], list[str]]:
     """(the three runs the law is fitted on, the runs it predicts): those of the study that share the base."""
     lrs = [name for _, name in sorted(plan.lr_runs)]

@@ -21,7 +21,7 @@ from typing import Any
 
 from rewarm.demo.base import BaseRecipe, ModelShape, build_base, revisions
 from rewarm.demo.corpus import CorpusPaths, CorpusSpec, build_corpora
-from rewarm.demo.forecast import run_forecast
+from rewarm.demo.forecast import pretraining_overrides, run_forecast
 from rewarm.demo.study import (
     GROUP,
     StudyPlan,
@@ -61,7 +61,7 @@ PRESETS: dict[str, DemoPreset] = {
     "quick": DemoPreset(
         base=BaseRecipe(steps=240, revision_every=60, val_every=60),
         base_name="base-quick",
-        study=StudyRecipe(steps=60, val_every=10, val_tokens=8192),  # tasks: step 0 and the end (every 100)
+        study=StudyRecipe(steps=60, val_every=6, val_tokens=8192),  # 11 points a run: the forecast; tasks at 0, end
         group=f"{GROUP}-quick",
         task_items=100,
     ),
@@ -76,7 +76,7 @@ def tiny_preset() -> DemoPreset:
         vocab_size=512,
         base=BaseRecipe(shape=shape, seq_len=32, batch_size=4, steps=8, revision_every=4, val_tokens=512, val_every=4),
         base_name="base-tiny",
-        study=StudyRecipe(steps=4, val_every=2, val_tokens=512, task_limit=12),
+        study=StudyRecipe(steps=8, val_every=1, val_tokens=512, task_limit=12),  # 9 points a run: the forecast
         group=f"{GROUP}-tiny",
         task_items=24,
     )
@@ -150,7 +150,8 @@ def run_demo(config_path: Path, out: Path, cache: Path, preset: DemoPreset, *, r
     plan = plan_study(preset.base.max_lr, corpus, study, earlier_revision=earlier[0] if earlier else None)
     _reset_stale_runs(out / preset.group, _study_stamp(base_run, preset, config_path, with_tasks), rerun)
     t = time.perf_counter()
-    env = [*environment(base_run, corpus, out, study, wandb_mode), *task_overrides(with_tasks, cache / "tasks")]
+    env = [*environment(base_run, corpus, out, study, wandb_mode), *task_overrides(with_tasks, cache / "tasks"),
+           *pretraining_overrides(preset.base)]
     dirs = dict(zip(plan.runs, run_study(config_path, plan, env, group=preset.group), strict=True))
     seconds["study"] = time.perf_counter() - t
     t = time.perf_counter()
@@ -191,7 +192,8 @@ def _study_stamp(base_run: Path, preset: DemoPreset, config_path: Path, with_tas
     """What the finished runs depend on: runs made without the tasks are run again once lm-eval is installed."""
     base = json.loads((base_run / "rewarm_demo_stamp.json").read_text())
     stamp = {"base": base, "study": asdict(preset.study), "config": Path(config_path).read_text(),
-             "task_items": preset.task_items, "tasks_version": TASKS_VERSION if with_tasks else None}
+             "task_items": preset.task_items, "tasks_version": TASKS_VERSION if with_tasks else None,
+             "pretraining": pretraining_overrides(preset.base)}
     return json.loads(json.dumps(stamp))  # as it reads back from the file (tuples become lists)
 
 

@@ -160,7 +160,15 @@ def plot_tradeoff(summaries: list[RunSummary], upstream: str, downstream: str, p
     """Final loss on the upstream set (x) against final loss on the downstream set (y), absolute, one numbered
     filled point per run (lower left is better), its start (the step-0 validation) marked by a cross joined to
     it by a thin line. ``forecasts`` (run name -> set -> object with ``final_loss``, ``low``, ``high``, e.g. a
-    ``SetForecast``): hollow markers at the forecast finals, their 80 % intervals as error bars."""
+    ``SetForecast``; default: the summaries' own, from forecast.json): hollow markers at the forecast finals,
+    their 80 % intervals as error bars. None when no run has both sets."""
+    drawn = draw_tradeoff(summaries, upstream, downstream, forecasts)
+    return None if drawn is None else _save(*drawn, path)
+
+
+def draw_tradeoff(summaries: list[RunSummary], upstream: str, downstream: str,
+                  forecasts: dict[str, dict[str, Any]] | None = None) -> tuple[Figure, Axes] | None:
+    """The trade-off figure, not yet saved (``plot_tradeoff``)."""
     forecasts = forecasts if forecasts is not None else {s.name: s.forecast for s in summaries if s.forecast}
     pts = [(i, s) for i, s in enumerate(summaries) if upstream in s.sets and downstream in s.sets]
     fcs = [(i, s) for i, s in enumerate(summaries) if _has_sets(forecasts.get(s.name), upstream, downstream)]
@@ -173,8 +181,9 @@ def plot_tradeoff(summaries: list[RunSummary], upstream: str, downstream: str, p
         ax.plot([up.start_loss, up.final_loss], [down.start_loss, down.final_loss], color=style["color"],
                 linewidth=0.6, alpha=0.5, zorder=1)
         ax.scatter([up.start_loss], [down.start_loss], color=style["color"], marker="x", s=30, zorder=2)
-        ax.scatter([up.final_loss], [down.final_loss], color=style["color"], marker=style["marker"], s=45,
-                   label=f"{i + 1}: {s.label}", zorder=3)
+        ax.scatter([up.final_loss], [down.final_loss], color=style["color"], marker=style["marker"],
+                   s=25 if s.pruned else 45, alpha=0.4 if s.pruned else 1.0, zorder=3,  # pruned: a partial final
+                   label=f"{i + 1}: {s.label}" + (" (pruned: last measured)" if s.pruned else ""))
         at.setdefault((round(up.final_loss, 6), round(down.final_loss, 6)), []).append(str(i + 1))
     for i, s in fcs:
         _forecast_point(ax, i, s, forecasts[s.name][upstream], forecasts[s.name][downstream], labelled=i not in dict(pts))
@@ -185,7 +194,7 @@ def plot_tradeoff(summaries: list[RunSummary], upstream: str, downstream: str, p
     ax.set_xlabel(f"final loss on {upstream} (upstream, nats/token, lower is better)")
     ax.set_ylabel(f"final loss on {downstream} (downstream, nats/token, lower is better)")
     ax.set_title("final losses of each run (lower left is better)")
-    return _save(fig, ax, path)
+    return fig, ax
 
 
 def _has_sets(forecast: dict[str, Any] | None, *sets: str) -> bool:

@@ -21,6 +21,7 @@ from __future__ import annotations
 import json
 import logging
 import math
+import time
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -170,9 +171,12 @@ def decide(members: list[Member], fraction: float, keep: int, group_dir: Path) -
     ``forecast_fit.json``, each member's ``forecast.json`` and, last, ``prune.json``."""
     from rewarm.forecast import fit_run_dirs, objective, predict_config, save_fit
 
+    t0 = time.perf_counter()
     until = max(m.stop_step / m.max_steps for m in members)
     fit = fit_run_dirs([m.run_dir for m in members], until_fraction=until)
     save_fit(fit, group_dir / FIT_FILE)
+    log.info("law fitted on the %d partial curves (to %.0f %% of each run) in %.1f s", len(members), 100 * until,
+             time.perf_counter() - t0)
     forecasts = {m.name: predict_config(fit, m.cfg, name=m.name) for m in members}
     scores = {m.name: float(objective(forecasts[m.name], m.cfg)) for m in members}
     order = sorted(members, key=lambda m: (not math.isfinite(scores[m.name]), scores[m.name]))

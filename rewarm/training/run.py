@@ -256,7 +256,7 @@ def build_checkpointer(cfg: RunConfig, module: Any, tokenizer: Any, signals: Any
         info=lambda: {"tokens_seen": module.tokens_seen, "wandb_id": _read(run_dir / "wandb_id")},
     )
     module.after_step = partial(_after_step, module=module, checkpointer=checkpointer, signals=signals,
-                                hf_every=c.hf_every_steps, tokenizer=tokenizer, run_dir=run_dir)
+                                hf_every=c.hf_every_steps, tokenizer=tokenizer, run_dir=run_dir, stop_at=stop_at_step)
     return checkpointer
 
 
