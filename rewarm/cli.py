@@ -19,6 +19,7 @@ COMMANDS: dict[str, tuple[str, str, str]] = {
     "export": ("rewarm.checkpoints.cli", "export_main", "write a Hugging Face directory from a run or checkpoint"),
     "slurm": ("rewarm.launch.cli", "main", "render (and submit) a SLURM batch script for a config"),
     "tokenize": ("rewarm.data.megatron.cli", "tokenize_main", "tokenize a text source once into .bin + .idx (GPT-NeoX format)"),
+    "forecast": ("rewarm.forecast.cli", "main", "fit a loss law on runs and forecast any recipe's curves before running it"),
 }
 
 

@@ -20,13 +20,14 @@ from typing import Any
 from rewarm.checkpoints.config import CheckpointConfig, ResumeConfig
 from rewarm.data.config import DataConfig
 from rewarm.errors import ConfigError, key_prefix
+from rewarm.forecast.config import ForecastConfig
 from rewarm.model.config import ModelConfig
 from rewarm.schedules.config import ScheduleConfig, validate_schedule
 from rewarm.tasks.config import TasksConfig
 from rewarm.training.config import DeepSpeedConfig, LoggingConfig, OptimizerConfig, TrainerConfig, WandbConfig
 
 __all__ = [
-    "BatchPlan", "CheckpointConfig", "DataConfig", "DeepSpeedConfig", "LoggingConfig", "ModelConfig", "OptimizerConfig",
+    "BatchPlan", "CheckpointConfig", "DataConfig", "DeepSpeedConfig", "ForecastConfig", "LoggingConfig", "ModelConfig", "OptimizerConfig",
     "ResumeConfig", "RunConfig", "RunSection", "ScheduleConfig", "TasksConfig", "TrainerConfig", "WandbConfig",
     "batch_plan", "config_parser", "flatten", "load", "load_or_report", "to_dict", "to_yaml",
 ]
@@ -60,13 +61,14 @@ class RunConfig:
     resume: ResumeConfig = field(default_factory=ResumeConfig)
     logging: LoggingConfig = field(default_factory=LoggingConfig)
     tasks: TasksConfig = field(default_factory=TasksConfig)
+    forecast: ForecastConfig = field(default_factory=ForecastConfig)
 
     @property
     def run_dir(self) -> Path:
         return Path(self.run.out_dir) / self.run.name
 
     def validate(self) -> None:
-        for section in ("run", "model", "data", "trainer", "optimizer", "schedule", "checkpoint", "logging", "tasks"):
+        for section in ("run", "model", "data", "trainer", "optimizer", "schedule", "checkpoint", "logging", "tasks", "forecast"):
             with key_prefix(section):
                 getattr(self, section).validate()
         plan = batch_plan(self)

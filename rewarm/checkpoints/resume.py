@@ -31,7 +31,7 @@ HARMLESS: tuple[str, ...] = (
     "trainer.on_nonfinite", "trainer.max_skipped_steps",
     "trainer.deepspeed.allgather_bucket_size", "trainer.deepspeed.reduce_bucket_size",
     "optimizer.fused",
-    "checkpoint.", "resume.", "logging.",
+    "checkpoint.", "resume.", "logging.", "forecast.", "model.pretraining.",
 )
 
 
