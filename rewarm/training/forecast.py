@@ -48,7 +48,7 @@ class ForecastCallback(L.Callback):
             fit = load_fit(cfg.forecast.fit)
             predict_config(fit, cfg)  # refuses a base model or validation sets the fit has not seen
         except ConfigError as e:
-            raise ConfigError("forecast.fit", f"{cfg.forecast.fit}: {e.message if e.key is None else e}") from None
+            raise ConfigError("forecast.fit", f"{cfg.forecast.fit}: {e}") from None
         except FileNotFoundError:
             raise ConfigError("forecast.fit", f"{cfg.forecast.fit} does not exist (rewarm forecast fit ... --out "
                               "FIT.json writes it)") from None
