@@ -85,7 +85,7 @@ def multi_power_ld(lrs: np.ndarray, steps: np.ndarray, C: float, beta: float, ga
     """``LD(n)`` (without its factor B) for every n in ``steps``, in O(T + len(steps)·chunks) memory.
 
     Exact when at most ``chunks`` steps change the LR; otherwise those changes are grouped in ``chunks`` runs of
-    consecutive changes, each counted at its middle, except the last ``NEAR`` chunks before n, counted exactly.
+    consecutive changes, each counted at its largest change, except the last ``NEAR`` chunks before n, counted exactly.
     """
     steps = np.asarray(steps, dtype=np.int64)
     kernel = LdKernel(lrs, chunks)
@@ -98,36 +98,47 @@ def multi_power_ld(lrs: np.ndarray, steps: np.ndarray, C: float, beta: float, ga
 
 class LdKernel:
     """The multi-power sum's terms for one LR sequence: for each evaluated n, the pairs (S_k(n), η_k) and weights
-    d_k = η_{k-1} - η_k of the steps (or chunks of steps) that change the LR. Padding has weight 0."""
+    d_k = η_{k-1} - η_k of the steps that change the LR. Beyond ``chunks`` changes, the small ones are grouped in
+    chunks of consecutive changes counted at their middle, except the last ``NEAR`` chunks before n; the large
+    ones (a rewarm's jump, a step schedule's drops: up to chunks/4 of them) always count exactly. Padding has
+    weight 0."""
 
     def __init__(self, lrs: np.ndarray, chunks: int = CHUNKS) -> None:
         self.lrs = np.asarray(lrs, dtype=np.float64)
         self.area = forward_area(self.lrs)  # area[n] = Σ_{τ<n} η_τ
-        self.k = np.flatnonzero(np.diff(self.lrs)) + 1  # steps whose LR differs from the previous one
-        self.d = self.lrs[self.k - 1] - self.lrs[self.k]
-        self.size = max(1, -(-len(self.k) // chunks)) if len(self.k) > chunks else 1
-        if self.size == 1:
-            self.width = max(len(self.k), 1)
+        k = np.flatnonzero(np.diff(self.lrs)) + 1  # steps whose LR differs from the previous one
+        d = self.lrs[k - 1] - self.lrs[k]
+        self.chunked = len(k) > chunks
+        if not self.chunked:
+            self.k, self.d, self.width = k, d, max(len(k), 1)
             return
+        big = np.zeros(len(k), dtype=bool)
+        big[np.argsort(-np.abs(d))[: chunks // 4]] = True
+        big &= np.abs(d) > 20 * np.median(np.abs(d))
+        self.kb, self.db = k[big], d[big]
+        self.k, self.d = k[~big], d[~big]
+        self.size = -(-len(self.k) // chunks)
         self.edges = np.arange(0, len(self.k), self.size)
         self.kc = self.k[np.minimum(self.edges + self.size // 2, len(self.k) - 1)]
         self.dc = np.add.reduceat(self.d, self.edges)
-        self.width = len(self.edges) + NEAR * self.size
+        self.width = len(self.edges) + NEAR * self.size + len(self.kb)
 
     def rows(self, n: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
         """(S, η, d) of shape (len(n), width) for the evaluated step counts ``n``."""
         n = np.asarray(n, dtype=np.int64)
-        if self.size == 1:
+        if not self.chunked:
             k = np.broadcast_to(self.k[None, :], (len(n), len(self.k)))
             return self._terms(k, n, np.where(k < n[:, None], self.d[None, :], 0.0))
-        last = np.searchsorted(self.k, n, "left") - 1  # the last change before n
+        last = np.searchsorted(self.k, n, "left") - 1  # the last small change before n
         exact_from = np.maximum(last // self.size - (NEAR - 1), 0) * self.size  # the last NEAR chunks: exactly
         far = self.edges[None, :] + self.size <= exact_from[:, None]
         j = exact_from[:, None] + np.arange(NEAR * self.size)[None, :]
         jj = np.minimum(j, len(self.k) - 1)
         near = (j < len(self.k)) & (self.k[jj] < n[:, None])
-        k = np.concatenate([np.broadcast_to(self.kc[None, :], far.shape), self.k[jj]], axis=1)
-        d = np.concatenate([np.where(far, self.dc[None, :], 0.0), np.where(near, self.d[jj], 0.0)], axis=1)
+        kb = np.broadcast_to(self.kb[None, :], (len(n), len(self.kb)))
+        k = np.concatenate([np.broadcast_to(self.kc[None, :], far.shape), self.k[jj], kb], axis=1)
+        d = np.concatenate([np.where(far, self.dc[None, :], 0.0), np.where(near, self.d[jj], 0.0),
+                            np.where(kb < n[:, None], self.db[None, :], 0.0)], axis=1)
         return self._terms(k, n, d)
 
     def _terms(self, k: np.ndarray, n: np.ndarray, d: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:

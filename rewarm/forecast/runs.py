@@ -75,11 +75,14 @@ def read_curve_csv(path: Path, need_loss: bool) -> tuple[np.ndarray, dict[str, t
         raise ConfigError("", f"{path}: needs the columns {', '.join(sorted(need))} (has {', '.join(sorted(cols)) or 'none'})")
     lr: dict[int, float] = {}
     points: dict[str, dict[int, float]] = {}
-    for r in rows:
-        step = int(float(r["step"]))
-        lr.setdefault(step, float(r["lr"]))
-        if r.get("loss"):
-            points.setdefault(r.get("set") or "loss", {})[step] = float(r["loss"])
+    for line, r in enumerate(rows, start=2):
+        try:
+            step = int(float(r["step"]))
+            lr.setdefault(step, float(r["lr"]))
+            if r.get("loss"):
+                points.setdefault(r.get("set") or "loss", {})[step] = float(r["loss"])
+        except (TypeError, ValueError) as e:
+            raise ConfigError("", f"{path}, line {line}: not a number ({e})") from None
     steps = sorted(lr)
     if steps != list(range(len(steps))):
         missing = next(i for i, s in enumerate([*steps, -1]) if s != i)
