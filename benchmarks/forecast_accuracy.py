@@ -20,7 +20,8 @@
 The pinned figures are the last five lines (from the fits on whole curves; the 25 % fits are printed above
 with a ``_25pct`` suffix).
 
-    .venv/bin/python benchmarks/forecast_accuracy.py [--quick] [--out runs/forecast-bench] [--no-sweep]
+    .venv/bin/python benchmarks/forecast_accuracy.py [--quick] [--out runs/demo] [--cache .cache/rewarm-demo]
+        [--parts loo,sweep,mpl]
 """
 
 from __future__ import annotations
@@ -43,9 +44,11 @@ SWEEP_WARMUPS = (0.0, 0.05)
 def parse(argv: list[str] | None) -> argparse.Namespace:
     p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     p.add_argument("--quick", action="store_true", help="the --quick demo (60-step runs) instead of the full one")
-    p.add_argument("--out", type=Path, default=C.REPO / "runs" / "forecast-bench", help="demo runs and the sweep")
+    p.add_argument("--out", type=Path, default=C.REPO / "runs" / "demo",
+                   help="the demo's runs (reused when finished, as by `rewarm demo --out`) and the sweep's")
     p.add_argument("--cache", type=Path, default=C.REPO / ".cache" / "rewarm-demo", help="the demo's cache")
-    p.add_argument("--no-sweep", action="store_true", help="leave out the pruned sweep (part 3)")
+    p.add_argument("--parts", default="loo,sweep,mpl",
+                   help="comma-separated parts to run: loo (1-2, with the pinned lines), sweep (3), mpl (4)")
     return p.parse_args(argv)
 
 
@@ -55,7 +58,7 @@ def run_study(args: argparse.Namespace) -> Any:
     from rewarm.demo.pipeline import PRESETS, run_demo
 
     preset = PRESETS["quick" if args.quick else "full"]
-    return run_demo(DEFAULT_CONFIG, args.out / "demo", args.cache, preset, wandb_mode="disabled", with_tasks=False)
+    return run_demo(DEFAULT_CONFIG, args.out, args.cache, preset, wandb_mode="disabled")
 
 
 def recipes(result: Any) -> dict[str, list[str]]:
@@ -145,7 +148,7 @@ def sweep_file(path: Path, peak_lr: float) -> Path:
     return path
 
 
-def pruned_sweep(args: argparse.Namespace, result: Any) -> tuple[float, float, float]:
+def pruned_sweep(args: argparse.Namespace) -> tuple[float, float, float]:
     """(compute fraction, regret of the pruned sweep's best vs the true best, seconds). See the module docstring."""
     from rewarm.demo.cli import DEFAULT_CONFIG
     from rewarm.demo.corpus import CorpusPaths
@@ -157,7 +160,8 @@ def pruned_sweep(args: argparse.Namespace, result: Any) -> tuple[float, float, f
 
     preset = PRESETS["quick" if args.quick else "full"]
     corpus = CorpusPaths(args.cache / "corpus")
-    env = [*environment(result.base_run, corpus, args.out, _with_base_shape(preset), "disabled"),
+    base_run = args.cache / preset.base_name  # built by the demo (part 1, or an earlier `rewarm demo`)
+    env = [*environment(base_run, corpus, args.out, _with_base_shape(preset), "disabled"),
            *task_overrides(False, args.cache / "tasks"), *pretraining_overrides(preset.base)]
     spec = read_sweep(sweep_file(args.out / "prune12.json", preset.base.max_lr))
     t = time.perf_counter()
@@ -183,24 +187,29 @@ def run_mpl() -> None:
 
 def main(argv: list[str] | None = None) -> float:
     args = parse(argv)
+    parts = set(args.parts.split(","))
     C.print_machine()
     C.quiet_logs(lightning=True)
-    result = run_study(args)
-    noise = float(result.numbers.seed_noise)
-    whole, quarter = leave_one_out(result, None), leave_one_out(result, 0.25)
-    print_rows("leave one recipe out, fitted on whole curves:", whole)
-    print_rows("leave one recipe out, fitted on the first 25 % of every run:", quarter)
-    fit_s, predict_s = cost(result)
-    print(f"fit_seconds={fit_s:.3f}  (all {sum(map(len, recipes(result).values()))} shared-base runs, with "
-          "intervals; target < 10)")
-    print(f"predict_seconds={predict_s:.4f}  (one config; target < 1)")
-    if not args.no_sweep:
-        fraction, regret, seconds = pruned_sweep(args, result)
-        print(f"pruned sweep: {seconds:.0f} s; regret vs seed noise {noise:.4f}")
+    result = run_study(args) if "loo" in parts else None
+    noise = float(result.numbers.seed_noise) if result is not None else float("nan")
+    if result is not None:
+        whole, quarter = leave_one_out(result, None), leave_one_out(result, 0.25)
+        print_rows("leave one recipe out, fitted on whole curves:", whole)
+        print_rows("leave one recipe out, fitted on the first 25 % of every run:", quarter)
+        fit_s, predict_s = cost(result)
+        print(f"fit_seconds={fit_s:.3f}  (all {sum(map(len, recipes(result).values()))} shared-base runs, with "
+              "intervals; target < 10)")
+        print(f"predict_seconds={predict_s:.4f}  (one config; target < 1)")
+    if "sweep" in parts:
+        fraction, regret, seconds = pruned_sweep(args)
+        print(f"pruned sweep: {seconds:.0f} s; regret against the seed noise {noise:.4f}")
         print(f"pruned_compute_fraction={fraction:.4f}")
         print(f"pruned_best_regret={regret:.4f}")
-    sys.path.insert(0, str(Path(__file__).resolve().parent))
-    run_mpl()
+    if "mpl" in parts:
+        sys.path.insert(0, str(Path(__file__).resolve().parent))
+        run_mpl()
+    if result is None:
+        return float("nan")
     q, w = scores(quarter), scores(whole)
     for key, value in (("median_abs_err", q["median"]), ("max_abs_err", q["max"])):
         print(f"forecast_{key}_25pct={value:.4f}")
