@@ -44,6 +44,7 @@ SWEEP_WARMUPS = (0.0, 0.05)
 def parse(argv: list[str] | None) -> argparse.Namespace:
     p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     p.add_argument("--quick", action="store_true", help="the --quick demo (60-step runs) instead of the full one")
+    p.add_argument("--tiny", action="store_true", help="the tests' tiny demo (8-step runs of a d=32 model): a smoke run")
     p.add_argument("--out", type=Path, default=C.REPO / "runs" / "demo",
                    help="the demo's runs (reused when finished, as by `rewarm demo --out`) and the sweep's")
     p.add_argument("--cache", type=Path, default=C.REPO / ".cache" / "rewarm-demo", help="the demo's cache")
@@ -52,12 +53,18 @@ def parse(argv: list[str] | None) -> argparse.Namespace:
     return p.parse_args(argv)
 
 
+def demo_preset(args: argparse.Namespace) -> Any:
+    from rewarm.demo.pipeline import PRESETS, tiny_preset
+
+    return tiny_preset() if args.tiny else PRESETS["quick" if args.quick else "full"]
+
+
 def run_study(args: argparse.Namespace) -> Any:
     """The demo (reused when finished): its plan, run directories and seed noise."""
     from rewarm.demo.cli import DEFAULT_CONFIG
-    from rewarm.demo.pipeline import PRESETS, run_demo
+    from rewarm.demo.pipeline import run_demo
 
-    preset = PRESETS["quick" if args.quick else "full"]
+    preset = demo_preset(args)
     return run_demo(DEFAULT_CONFIG, args.out, args.cache, preset, wandb_mode="disabled")
 
 
@@ -153,12 +160,12 @@ def pruned_sweep(args: argparse.Namespace) -> tuple[float, float, float]:
     from rewarm.demo.cli import DEFAULT_CONFIG
     from rewarm.demo.corpus import CorpusPaths
     from rewarm.demo.forecast import final_losses, pretraining_overrides
-    from rewarm.demo.pipeline import PRESETS, _with_base_shape
+    from rewarm.demo.pipeline import _with_base_shape
     from rewarm.demo.study import environment, task_overrides
     from rewarm.study.prune import run_pruned_sweep
     from rewarm.study.sweep import read_sweep, run_sweep
 
-    preset = PRESETS["quick" if args.quick else "full"]
+    preset = demo_preset(args)
     corpus = CorpusPaths(args.cache / "corpus")
     base_run = args.cache / preset.base_name  # built by the demo (part 1, or an earlier `rewarm demo`)
     env = [*environment(base_run, corpus, args.out, _with_base_shape(preset), "disabled"),

@@ -94,8 +94,13 @@ def run_forecast(plan: StudyPlan, dirs: dict[str, Path], figures_dir: Path | Non
 
     t0 = time.perf_counter()
     fitted, predicted = fit_and_predict_runs(plan)
-    fit = fit_run_dirs([dirs[r] for r in fitted])
     report = ForecastReport(fitted, [])
+    try:
+        fit = fit_run_dirs([dirs[r] for r in fitted])
+    except ConfigError as e:  # e.g. too few points: the demo's other results stand, the step says why
+        log.warning("forecast step: the fit was refused: %s", e)
+        report.skipped["(all)"] = f"the fit was refused: {e}"
+        return report
     for name in predicted:
         try:
             report.curves[name] = predict_config(fit, load(dirs[name] / "config.yaml"), name=name)

@@ -117,7 +117,8 @@ def _compare_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(
         prog="rewarm compare",
         description="Compare run directories (config.yaml + metrics.csv; no network): validation loss per set vs "
-        "tokens, forgetting vs adaptation, LR vs tokens, and report.md with a table per run.",
+        "tokens, final upstream vs final downstream loss (starts marked, forecasts from forecast.json with their "
+        "intervals), LR vs tokens, and report.md with a table per run.",
     )
     p.add_argument(
         "run_dirs",
