@@ -225,8 +225,12 @@ def _tradeoff_limits(ax: Axes, pts: list[tuple[int, RunSummary]], fcs: list[tupl
     scratch starts at ~ln(vocab)) would flatten the rest, so it is left outside (its line points to it)."""
     xs = [s.sets[upstream].final_loss for _, s in pts]
     ys = [s.sets[downstream].final_loss for _, s in pts]
-    for _, s in fcs:
+    off = []
+    for _, s in fcs:  # a forecast more than 1 nat away from every measured final is left outside too
         up, down = forecasts[s.name][upstream], forecasts[s.name][downstream]
+        if pts and not (_near(_fc(up, "final_loss"), xs) and _near(_fc(down, "final_loss"), ys)):
+            off.append(f"{s.label} (forecast)")
+            continue
         xs += [_fc(up, "low"), _fc(up, "high")]
         ys += [_fc(down, "low"), _fc(down, "high")]
     top_x = robust_top([s.sets[upstream].start_loss for _, s in pts], xs)
@@ -238,10 +242,14 @@ def _tradeoff_limits(ax: Axes, pts: list[tuple[int, RunSummary]], fcs: list[tupl
         pad = 0.08 * max(hi - lo, 1e-3)
         setter(lo - pad, hi + pad)
     far = [s.label for _, s in pts if (top_x is not None and s.sets[upstream].start_loss > top_x)
-           or (top_y is not None and s.sets[downstream].start_loss > top_y)]
+           or (top_y is not None and s.sets[downstream].start_loss > top_y)] + off
     if far:
-        ax.text(0.99, 0.01, f"start off the axes: {', '.join(far)}", transform=ax.transAxes, ha="right",
+        ax.text(0.99, 0.01, f"off the axes: {', '.join(far)}", transform=ax.transAxes, ha="right",
                 va="bottom", fontsize=7)
+
+
+def _near(value: float, measured: list[float]) -> bool:
+    return min(measured) - 1.0 <= value <= max(measured) + 1.0
 
 
 def _tradeoff_key(ax: Axes, with_forecasts: bool) -> None:
