@@ -64,7 +64,14 @@ class LawInput:
 
     @cached_property
     def s2(self) -> np.ndarray:
-        return momentum_area(self.full)
+        return self.s2_at(LAMBDA)
+
+    def s2_at(self, lam: float) -> np.ndarray:
+        """``S2`` of ``full`` with the decay factor ``lam`` (cached per factor)."""
+        cache = self.__dict__.setdefault("_s2", {})
+        if lam not in cache:
+            cache[lam] = momentum_area(self.full, lam)
+        return cache[lam]
 
 
 def forward_area(lrs: np.ndarray) -> np.ndarray:
@@ -185,7 +192,7 @@ def annealing(params: Mapping[str, float], run: LawInput, n: np.ndarray, anneal:
               chunks: int = CHUNKS) -> np.ndarray:
     """The annealing term subtracted from the power law (``C·S2`` or ``B·LD``) after n steps of ``run.full``."""
     if anneal == "momentum":
-        return params["C"] * run.s2[n]
+        return params["C"] * run.s2_at(params.get("lam", LAMBDA))[n]
     if anneal == "multi_power":
         return params["B"] * multi_power_ld(run.full, n, params["C_mp"], params["beta"], params["gamma"], chunks)
     raise ValueError(f"unknown anneal form {anneal!r}; known: {', '.join(ANNEAL_FORMS)}")
