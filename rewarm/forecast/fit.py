@@ -33,7 +33,7 @@ LARGE_RESIDUAL = 0.25
 PARAMS: dict[str, tuple[bool, float, float]] = {
     "L0": (False, 1e-3, math.inf),
     "A": (True, -6.0, 4.0),
-    "alpha": (False, 0.01, 3.0),
+    "alpha": (False, 0.01, 1.0),
     "C": (True, -9.0, 1.0),
     "B": (True, -5.0, 2.0),
     "C_mp": (True, -4.0, 4.0),

@@ -5,8 +5,11 @@ seen ``lrs[0..n-1]``. All LRs are divided by one scale (the largest LR of the fi
 that the constants are of order one; areas are then in "steps at the peak LR".
 
 - Forward area (Tissue et al. 2024, arXiv 2408.11029): ``S1(n) = Σ_{i<n} η_i``.
-- Momentum annealing area (same paper): ``m_i = λ·m_{i-1} + (η_{i-1} - η_i)``, ``S2(n) = Σ_{i<n} m_i``, λ = 0.999;
-  the law subtracts ``C·S2``. A rewarm (η rising) makes the differences negative: S2 falls, the loss bumps.
+- Momentum annealing area (same paper): ``m_i = λ·m_{i-1} + (η_{i-1} - η_i)``, ``S2(n) = Σ_{i<n} m_i``, λ = 0.999
+  (the paper's) or the fit's ``lam`` (``fit.LAMBDAS``); the law subtracts ``C·S2``. A rewarm (η rising) makes the
+  differences negative: S2 falls, the loss bumps. With λ = 0.999 the momentum of a few hundred steps of decay hardly
+  fades, so a rewarm back to the peak only brings m to about 0 and S2 stops growing: no bump. Short runs (the demo's
+  60-step rewarms) need a faster fade (λ 0.97-0.99: the bump and its recovery within tens of steps).
 - Multi-power loss drop (Luo et al. 2025, arXiv 2503.12811): ``LD(n) = Σ_{1≤k<n} (η_{k-1} - η_k)·G(η_k^(-γ)·S_k(n))``
   with ``S_k(n) = Σ_{k≤τ<n} η_τ`` and ``G(x) = 1 - (C·x + 1)^(-β)``; the law subtracts ``B·LD``. Computed in O(T)
   memory: only the steps whose LR changes count, the far ones grouped in chunks (``multi_power_ld``).
