@@ -92,8 +92,7 @@ def _check_points(series: Mapping[str, list[Series]], anneal: str, kind: str, ru
     if not series:
         raise ConfigError("", f"runs {', '.join(r.name for r in runs)} hold no measured validation loss")
     points = sum(len(s.steps) for group in series.values() for s in group)
-    params = sum(len(param_names(anneal, kind, len({round(s.law.replay, 6) for s in g}) > 1)) + (anneal == "momentum")
-                 for g in series.values())  # momentum: its decay factor, chosen by the fit, counts too
+    params = sum(len(param_names(anneal, kind, len({round(s.law.replay, 6) for s in g}) > 1)) for g in series.values())
     if points < 3 * params:
         raise ConfigError("", f"too few points to fit: {points} measured losses for {params} free parameters (need at "
                               f"least 3 x {params} = {3 * params}); validate more often or fit more runs")

@@ -22,6 +22,8 @@ LAMBDAS = (0.97, 0.99, 0.999)
 fits clearly better (its Huber objective below ``LAMBDA_GAIN`` times 0.999's): a short run's rewarm bump fades in tens
 of steps, not thousands."""
 LAMBDA_GAIN = 0.7
+SCAN_ITER = 150
+"""momentum: L-BFGS-B iterations per start while scanning the decay factors (the chosen start is then polished)."""
 BOOTSTRAP = 20
 """Bootstrap refits behind each interval."""
 FIT_CHUNKS = 256
@@ -214,10 +216,12 @@ def fit_set(series: Sequence[Series], role: str, anneal: str, base_kind: str, *,
         tried = []
         for lam in (LAMBDAS if anneal == "momentum" else (LAMBDA,)):
             problem = _Problem(series, names, role, anneal, lam)
-            best = min((problem.solve(x0, maxiter=1000 if anneal == "momentum" else 400) for x0 in problem.starts()),
-                       key=lambda r: r.fun)
+            best = min((problem.solve(x0, maxiter=SCAN_ITER if anneal == "momentum" else 400)
+                        for x0 in problem.starts()), key=lambda r: r.fun)
             tried.append((best.fun, lam, problem, best))
         _, lam, problem, best = min(tried, key=lambda t: t[0] / (1.0 if t[1] == LAMBDA else LAMBDA_GAIN))
+        if anneal == "momentum":  # the scan's best start, polished
+            best = min(best, problem.solve(best.x, maxiter=1000), key=lambda r: r.fun)
         samples = [dict(p, lam=lam) for p in _bootstrap(problem, best.x, seed)] if intervals else []
     params = _complete(problem.unpack(best.x))
     if anneal == "momentum":
