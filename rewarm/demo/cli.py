@@ -72,9 +72,12 @@ def main(argv: list[str]) -> int:
 
 def print_result(result: Any) -> None:
     """The loss table, the task table (or why there is none), the findings, the timings, the report's path."""
+    from rewarm.demo.forecast import format_forecast_table
     from rewarm.demo.table import format_findings, format_table, format_task_table, format_timings
 
-    for block in (format_table(result), format_task_table(result), format_findings(result)):
+    blocks = [format_table(result), format_task_table(result)]
+    blocks += [format_forecast_table(result.forecast)] if result.forecast is not None else []
+    for block in (*blocks, format_findings(result)):
         print()
         print(block)
     print()

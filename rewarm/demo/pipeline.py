@@ -22,6 +22,7 @@ from typing import Any
 from rewarm.data.state import DATA_ORDER_VERSION
 from rewarm.demo.base import BaseRecipe, ModelShape, build_base, revisions
 from rewarm.demo.corpus import CorpusPaths, CorpusSpec, build_corpora
+from rewarm.demo.forecast import pretraining_overrides, run_forecast
 from rewarm.demo.study import (
     GROUP,
     StudyPlan,
@@ -61,7 +62,7 @@ PRESETS: dict[str, DemoPreset] = {
     "quick": DemoPreset(
         base=BaseRecipe(steps=240, revision_every=60, val_every=60),
         base_name="base-quick",
-        study=StudyRecipe(steps=60, val_every=15, val_tokens=8192),  # tasks: step 0 and the end (every 100)
+        study=StudyRecipe(steps=60, val_every=10, val_tokens=8192),  # 7 points a run: 42 for the 14 constants of the forecast
         group=f"{GROUP}-quick",
         task_items=100,
     ),
@@ -76,7 +77,7 @@ def tiny_preset() -> DemoPreset:
         vocab_size=512,
         base=BaseRecipe(shape=shape, seq_len=32, batch_size=4, steps=8, revision_every=4, val_tokens=512, val_every=4),
         base_name="base-tiny",
-        study=StudyRecipe(steps=4, val_every=2, val_tokens=512, task_limit=12),
+        study=StudyRecipe(steps=8, val_every=1, val_tokens=512, task_limit=12),  # 9 points a run: the forecast
         group=f"{GROUP}-tiny",
         task_items=24,
     )
@@ -95,6 +96,8 @@ class DemoResult:
     seconds: dict[str, float] = field(default_factory=dict)
     with_tasks: bool = True
     """Whether the runs evaluated the demo's downstream tasks (lm-eval installed)."""
+    forecast: Any = None
+    """The forecast step's ``rewarm.demo.forecast.ForecastReport``."""
 
 
 def tasks_available() -> bool:
@@ -148,14 +151,18 @@ def run_demo(config_path: Path, out: Path, cache: Path, preset: DemoPreset, *, r
     plan = plan_study(preset.base.max_lr, corpus, study, earlier_revision=earlier[0] if earlier else None)
     _reset_stale_runs(out / preset.group, _study_stamp(base_run, preset, config_path, with_tasks), rerun)
     t = time.perf_counter()
-    env = [*environment(base_run, corpus, out, study, wandb_mode), *task_overrides(with_tasks, cache / "tasks")]
+    env = [*environment(base_run, corpus, out, study, wandb_mode), *task_overrides(with_tasks, cache / "tasks"),
+           *pretraining_overrides(preset.base)]
     dirs = dict(zip(plan.runs, run_study(config_path, plan, env, group=preset.group), strict=True))
     seconds["study"] = time.perf_counter() - t
     t = time.perf_counter()
     found, numbers = findings_of(plan, dirs)
-    report = write_report(out / "report", plan, dirs, found, numbers)
-    seconds["report"] = time.perf_counter() - t
-    return DemoResult(plan, dirs, report, found, numbers, base_run, seconds, with_tasks)
+    t_fc = time.perf_counter()
+    forecast = run_forecast(plan, dirs, out / "report" / "figures")
+    seconds["forecast"] = time.perf_counter() - t_fc
+    report = write_report(out / "report", plan, dirs, found, numbers, forecast)
+    seconds["report"] = time.perf_counter() - t - seconds["forecast"]
+    return DemoResult(plan, dirs, report, found, numbers, base_run, seconds, with_tasks, forecast)
 
 
 def _with_base_shape(preset: DemoPreset) -> StudyRecipe:
@@ -163,14 +170,23 @@ def _with_base_shape(preset: DemoPreset) -> StudyRecipe:
     return replace(preset.study, seq_len=preset.base.seq_len, batch_size=preset.base.batch_size)
 
 
-def write_report(out_dir: Path, plan: StudyPlan, dirs: dict[str, Path], found: list[Any], numbers: Any) -> Path:
-    """``rewarm.study.compare`` figures + table (runs labelled by their study names), findings appended."""
+def write_report(out_dir: Path, plan: StudyPlan, dirs: dict[str, Path], found: list[Any], numbers: Any,
+                 forecast: Any = None) -> Path:
+    """``rewarm.study.compare`` figures + table (runs labelled by their study names), findings appended, then the
+    forecast step's table and figure (its forecasts also drawn in the trade-off figure)."""
     from rewarm.demo.findings import render
+    from rewarm.demo.forecast import forecast_markdown
     from rewarm.study.compare import compare_runs
 
     labels = {d.name: name for name, d in dirs.items()}
+    extra = render(found, numbers)
+    forecasts = {}
+    if forecast is not None:
+        figure = forecast.figure.relative_to(out_dir).as_posix() if forecast.figure else None
+        extra += forecast_markdown(forecast, numbers.seed_noise, figure)
+        forecasts = {dirs[name].name: sets for name, sets in forecast.curves.items()}
     return compare_runs(list(dirs.values()), out_dir, labels=labels, title="rewarm demo: the rewarm study in miniature",
-                        extra_markdown=render(found, numbers))
+                        extra_markdown=extra, forecasts=forecasts)
 
 
 def _study_stamp(base_run: Path, preset: DemoPreset, config_path: Path, with_tasks: bool) -> dict[str, Any]:
@@ -178,7 +194,8 @@ def _study_stamp(base_run: Path, preset: DemoPreset, config_path: Path, with_tas
     base = json.loads((base_run / "rewarm_demo_stamp.json").read_text())
     stamp = {"base": base, "study": asdict(preset.study), "config": Path(config_path).read_text(),
              "task_items": preset.task_items, "tasks_version": TASKS_VERSION if with_tasks else None,
-             "data_order": DATA_ORDER_VERSION}  # runs read in another data order are run again
+             "data_order": DATA_ORDER_VERSION,  # runs read in another data order are run again
+             "pretraining": pretraining_overrides(preset.base)}
     return json.loads(json.dumps(stamp))  # as it reads back from the file (tuples become lists)
 
 

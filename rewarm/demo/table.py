@@ -62,6 +62,10 @@ def format_findings(result: Any) -> str:
         lines.append(f"      {f.evidence}")
     k = sum(f.reproduced for f in result.findings)
     lines.append(f"{k} of {len(result.findings)} findings of the papers reproduced")
+    if getattr(result, "forecast", None) is not None:
+        from rewarm.demo.forecast import forecast_finding
+
+        lines.append(forecast_finding(result.forecast, n.seed_noise))
     return "\n".join(lines)
 
 

@@ -14,9 +14,16 @@ from scipy.optimize import minimize
 from threadpoolctl import threadpool_limits
 
 from rewarm.forecast.fitfile import SetFit
-from rewarm.forecast.law import _MIN_AREA, LawInput, LdKernel, g_terms
+from rewarm.forecast.law import _MIN_AREA, LAMBDA, LawInput, LdKernel, g_terms
 
 HUBER_DELTA = 1e-3
+LAMBDAS = (0.97, 0.99, 0.999)
+"""momentum: the decay factors tried (the best fit's is kept as ``lam``); Tissue et al.'s 0.999 unless another
+fits clearly better (its Huber objective below ``LAMBDA_GAIN`` times 0.999's): a short run's rewarm bump fades in tens
+of steps, not thousands."""
+LAMBDA_GAIN = 0.7
+SCAN_ITER = 150
+"""momentum: L-BFGS-B iterations per start while scanning the decay factors (the chosen start is then polished)."""
 BOOTSTRAP = 20
 """Bootstrap refits behind each interval."""
 FIT_CHUNKS = 256
@@ -28,7 +35,7 @@ LARGE_RESIDUAL = 0.25
 PARAMS: dict[str, tuple[bool, float, float]] = {
     "L0": (False, 1e-3, math.inf),
     "A": (True, -6.0, 4.0),
-    "alpha": (False, 0.01, 3.0),
+    "alpha": (False, 0.01, 1.0),
     "C": (True, -9.0, 1.0),
     "B": (True, -5.0, 2.0),
     "C_mp": (True, -4.0, 4.0),
@@ -72,7 +79,7 @@ class Features:
     area, momentum area, continual area, replay, and the multi-power kernel rows. The law and its gradient are then
     elementwise over the points (fast enough for multi-start fits and bootstrap refits)."""
 
-    def __init__(self, series: Sequence[Series], anneal: str) -> None:
+    def __init__(self, series: Sequence[Series], anneal: str, lam: float = LAMBDA) -> None:
         self.loss = np.concatenate([s.loss for s in series])
         self.run = np.concatenate([np.full(len(s.steps), i) for i, s in enumerate(series)])
         cols: dict[str, list[np.ndarray]] = {k: [] for k in ("s1", "s2", "cpt", "replay", "shift", "annealed")}
@@ -80,7 +87,7 @@ class Features:
         for s in series:
             law, n = s.law, s.steps + len(s.law.pre_lrs)
             cols["s1"].append(law.area[n])
-            cols["s2"].append(law.s2[n])
+            cols["s2"].append(law.s2_at(lam)[n])
             cols["cpt"].append(law.area[n] - law.area[len(law.pre_lrs)])
             cols["replay"].append(np.full(len(n), min(max(law.replay, 0.0), 1.0)))
             cols["shift"].append(np.full(len(n), float(law.base != "scratch")))
@@ -137,13 +144,17 @@ class Features:
 class _Problem:
     """One set's fit: the parameter vector's layout, its bounds, the objective and its gradient."""
 
-    def __init__(self, series: Sequence[Series], names: list[str], role: str, anneal: str) -> None:
-        self.series, self.names, self.anneal = list(series), names, anneal
-        self.features = Features(series, anneal)
+    def __init__(self, series: Sequence[Series], names: list[str], role: str, anneal: str,
+                 lam: float = LAMBDA) -> None:
+        self.series, self.names, self.anneal, self.lam = list(series), names, anneal, lam
+        self.features = Features(series, anneal, lam)
         self.all = np.arange(len(self.features.loss))
         self.lo_loss, self.hi_loss = float(self.features.loss.min()), float(self.features.loss.max())
         sign = (0.0, 5.0) if role == "upstream" else (-5.0, 0.0)
-        self.bounds = [(PARAMS[n][1], self.lo_loss if n == "L0" else PARAMS[n][2]) if n != "B_s" else sign
+        # L0 is the hidden pre-training curve's floor: below every loss, except on a downstream set, whose loss
+        # the shift term (B_s < 0) takes below that curve
+        l0_hi = self.lo_loss if role == "upstream" or "B_s" not in names else self.hi_loss
+        self.bounds = [(PARAMS[n][1], l0_hi if n == "L0" else PARAMS[n][2]) if n != "B_s" else sign
                        for n in names]
         self.log = [PARAMS[n][0] for n in names]
 
@@ -200,12 +211,21 @@ def fit_set(series: Sequence[Series], role: str, anneal: str, base_kind: str, *,
             seed: int = 0) -> SetFit:
     """Fit one validation set's constants on every run's points; bootstrap refits for the intervals."""
     replay_free = len({round(s.law.replay, 6) for s in series}) > 1
-    problem = _Problem(series, param_names(anneal, base_kind, replay_free), role, anneal)
+    names = param_names(anneal, base_kind, replay_free)
     with threadpool_limits(1):  # L-BFGS-B's BLAS calls are tiny: threads only spin (10x slower on a busy machine)
-        best = min((problem.solve(x0, maxiter=1000 if anneal == "momentum" else 400) for x0 in problem.starts()),
-                   key=lambda r: r.fun)
-        samples = _bootstrap(problem, best.x, seed) if intervals else []
+        tried = []
+        for lam in (LAMBDAS if anneal == "momentum" else (LAMBDA,)):
+            problem = _Problem(series, names, role, anneal, lam)
+            best = min((problem.solve(x0, maxiter=SCAN_ITER if anneal == "momentum" else 400)
+                        for x0 in problem.starts()), key=lambda r: r.fun)
+            tried.append((best.fun, lam, problem, best))
+        _, lam, problem, best = min(tried, key=lambda t: t[0] / (1.0 if t[1] == LAMBDA else LAMBDA_GAIN))
+        if anneal == "momentum":  # the scan's best start, polished
+            best = min(best, problem.solve(best.x, maxiter=1000), key=lambda r: r.fun)
+        samples = [dict(p, lam=lam) for p in _bootstrap(problem, best.x, seed)] if intervals else []
     params = _complete(problem.unpack(best.x))
+    if anneal == "momentum":
+        params["lam"] = lam
     loss = problem.features.loss
     rmse = float(np.sqrt(np.mean((loss - loss * np.exp(-problem.residuals(params))) ** 2)))
     converged = bool(best.success) or "ABNORMAL" in str(best.message) and best.fun < 1e-3 * len(loss)

@@ -5,8 +5,11 @@ seen ``lrs[0..n-1]``. All LRs are divided by one scale (the largest LR of the fi
 that the constants are of order one; areas are then in "steps at the peak LR".
 
 - Forward area (Tissue et al. 2024, arXiv 2408.11029): ``S1(n) = Σ_{i<n} η_i``.
-- Momentum annealing area (same paper): ``m_i = λ·m_{i-1} + (η_{i-1} - η_i)``, ``S2(n) = Σ_{i<n} m_i``, λ = 0.999;
-  the law subtracts ``C·S2``. A rewarm (η rising) makes the differences negative: S2 falls, the loss bumps.
+- Momentum annealing area (same paper): ``m_i = λ·m_{i-1} + (η_{i-1} - η_i)``, ``S2(n) = Σ_{i<n} m_i``, λ = 0.999
+  (the paper's) or the fit's ``lam`` (``fit.LAMBDAS``); the law subtracts ``C·S2``. A rewarm (η rising) makes the
+  differences negative: S2 falls, the loss bumps. With λ = 0.999 the momentum of a few hundred steps of decay hardly
+  fades, so a rewarm back to the peak only brings m to about 0 and S2 stops growing: no bump. Short runs (the demo's
+  60-step rewarms) need a faster fade (λ 0.97-0.99: the bump and its recovery within tens of steps).
 - Multi-power loss drop (Luo et al. 2025, arXiv 2503.12811): ``LD(n) = Σ_{1≤k<n} (η_{k-1} - η_k)·G(η_k^(-γ)·S_k(n))``
   with ``S_k(n) = Σ_{k≤τ<n} η_τ`` and ``G(x) = 1 - (C·x + 1)^(-β)``; the law subtracts ``B·LD``. Computed in O(T)
   memory: only the steps whose LR changes count, the far ones grouped in chunks (``multi_power_ld``).
@@ -64,7 +67,14 @@ class LawInput:
 
     @cached_property
     def s2(self) -> np.ndarray:
-        return momentum_area(self.full)
+        return self.s2_at(LAMBDA)
+
+    def s2_at(self, lam: float) -> np.ndarray:
+        """``S2`` of ``full`` with the decay factor ``lam`` (cached per factor)."""
+        cache = self.__dict__.setdefault("_s2", {})
+        if lam not in cache:
+            cache[lam] = momentum_area(self.full, lam)
+        return cache[lam]
 
 
 def forward_area(lrs: np.ndarray) -> np.ndarray:
@@ -185,7 +195,7 @@ def annealing(params: Mapping[str, float], run: LawInput, n: np.ndarray, anneal:
               chunks: int = CHUNKS) -> np.ndarray:
     """The annealing term subtracted from the power law (``C·S2`` or ``B·LD``) after n steps of ``run.full``."""
     if anneal == "momentum":
-        return params["C"] * run.s2[n]
+        return params["C"] * run.s2_at(params.get("lam", LAMBDA))[n]
     if anneal == "multi_power":
         return params["B"] * multi_power_ld(run.full, n, params["C_mp"], params["beta"], params["gamma"], chunks)
     raise ValueError(f"unknown anneal form {anneal!r}; known: {', '.join(ANNEAL_FORMS)}")

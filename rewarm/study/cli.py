@@ -7,6 +7,7 @@ import argparse
 import logging
 import sys
 from pathlib import Path
+from typing import Any
 
 from rewarm.errors import ConfigError
 from rewarm.logs import setup_logging
@@ -35,6 +36,10 @@ def _sweep_parser() -> argparse.ArgumentParser:
     p.add_argument(
         "--stop-on-error", action="store_true", help="stop at the first failed run (default: go on, fail at the end)"
     )
+    p.add_argument("--prune-after", type=float, default=None, metavar="F",
+                   help="prune by forecast: every run trains to fraction F of its steps, the loss law is fitted on "
+                   "those partial curves, and only the --keep best by forecast.objective continue to the end")
+    p.add_argument("--keep", type=int, default=None, metavar="K", help="with --prune-after: how many runs continue")
     return p
 
 
@@ -53,9 +58,14 @@ def sweep_main(argv: list[str]) -> int:
     except ConfigError as e:
         print(f"error: {e}", file=sys.stderr)
         return 2
+    if (args.prune_after is None) != (args.keep is None):
+        print("error: --prune-after and --keep go together (e.g. --prune-after 0.25 --keep 3)", file=sys.stderr)
+        return 2
     if args.dry_run:
         print(sweep.format_plan(plan, args.config))
         return 0
+    if args.prune_after is not None:
+        return _pruned_sweep(args, spec, group)
     try:
         dirs = sweep.run_sweep(
             args.config,
@@ -77,11 +87,38 @@ def sweep_main(argv: list[str]) -> int:
     return 0
 
 
+def _pruned_sweep(args: argparse.Namespace, spec: Any, group: str) -> int:
+    """``rewarm sweep ... --prune-after F --keep K``: see ``rewarm.study.prune``; prints the forecast table."""
+    from rewarm.study import prune, sweep
+
+    try:
+        dirs, decision = prune.run_pruned_sweep(
+            args.config, spec.runs, group=group, fraction=args.prune_after, keep=args.keep,
+            extra_overrides=args.overrides, in_process=args.in_process, stop_on_error=args.stop_on_error)
+    except ConfigError as e:
+        print(f"error: {e}", file=sys.stderr)
+        return 2
+    except sweep.SweepFailed as e:
+        print(f"error: {e}", file=sys.stderr)
+        if e.preempted:
+            from rewarm.checkpoints.store import PREEMPTED_EXIT_CODE
+
+            return PREEMPTED_EXIT_CODE
+        return 1
+    print("\n".join(prune.summary_lines(decision, dirs)))
+    kept = len(decision["kept"])
+    print(f"sweep {group}: {kept} of {len(dirs)} runs finished, {len(dirs) - kept} pruned by forecast "
+          f"(forecast.json in each run, decision in {dirs[0].parent / prune.PRUNE_FILE})")
+    print(f"compare them with: rewarm compare {dirs[0].parent} --out <dir>")
+    return 0
+
+
 def _compare_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(
         prog="rewarm compare",
         description="Compare run directories (config.yaml + metrics.csv; no network): validation loss per set vs "
-        "tokens, forgetting vs adaptation, LR vs tokens, and report.md with a table per run.",
+        "tokens, final upstream vs final downstream loss (starts marked, forecasts from forecast.json with their "
+        "intervals), LR vs tokens, and report.md with a table per run.",
     )
     p.add_argument(
         "run_dirs",

@@ -166,27 +166,113 @@ def plot_series(
     return _save(fig, ax, path)
 
 
-def plot_tradeoff(summaries: list[RunSummary], upstream: str, downstream: str, path: Path) -> Path | None:
-    """Forgetting (upstream loss increase) against adaptation (downstream loss decrease) at the end of
-    each run: one numbered point per run; lower right is better."""
-    pts = [(i, s) for i, s in enumerate(summaries) if upstream in s.forgetting and downstream in s.adaptation]
-    if not pts:
+def plot_tradeoff(summaries: list[RunSummary], upstream: str, downstream: str, path: Path,
+                  forecasts: dict[str, dict[str, Any]] | None = None) -> Path | None:
+    """Final loss on the upstream set (x) against final loss on the downstream set (y), absolute, one numbered
+    filled point per run (lower left is better), its start (the step-0 validation) marked by a cross joined to
+    it by a thin line. ``forecasts`` (run name -> set -> object with ``final_loss``, ``low``, ``high``, e.g. a
+    ``SetForecast``; default: the summaries' own, from forecast.json): hollow markers at the forecast finals,
+    their 80 % intervals as error bars. None when no run has both sets."""
+    drawn = draw_tradeoff(summaries, upstream, downstream, forecasts)
+    return None if drawn is None else _save(*drawn, path)
+
+
+def draw_tradeoff(summaries: list[RunSummary], upstream: str, downstream: str,
+                  forecasts: dict[str, dict[str, Any]] | None = None) -> tuple[Figure, Axes] | None:
+    """The trade-off figure, not yet saved (``plot_tradeoff``)."""
+    forecasts = forecasts if forecasts is not None else {s.name: s.forecast for s in summaries if s.forecast}
+    pts = [(i, s) for i, s in enumerate(summaries) if upstream in s.sets and downstream in s.sets]
+    fcs = [(i, s) for i, s in enumerate(summaries) if _has_sets(forecasts.get(s.name), upstream, downstream)]
+    if not pts and not fcs:
         return None
     fig, ax = _figure(7.0, 5.0)
     at: dict[tuple[float, float], list[str]] = {}  # runs on the same spot share one annotation "4,5,9"
     for i, s in pts:
-        style = run_style(i)
-        x, y = s.adaptation[downstream], s.forgetting[upstream]
-        ax.scatter([x], [y], color=style["color"], marker=style["marker"], s=45, label=f"{i + 1}: {s.label}", zorder=3)
-        at.setdefault((round(x, 6), round(y, 6)), []).append(str(i + 1))
+        style, up, down = run_style(i), s.sets[upstream], s.sets[downstream]
+        ax.plot([up.start_loss, up.final_loss], [down.start_loss, down.final_loss], color=style["color"],
+                linewidth=0.6, alpha=0.5, zorder=1)
+        ax.scatter([up.start_loss], [down.start_loss], color=style["color"], marker="x", s=30, zorder=2)
+        ax.scatter([up.final_loss], [down.final_loss], color=style["color"], marker=style["marker"],
+                   s=25 if s.pruned else 45, alpha=0.4 if s.pruned else 1.0, zorder=3,  # pruned: a partial final
+                   label=f"{i + 1}: {s.label}" + (" (pruned: last measured)" if s.pruned else ""))
+        at.setdefault((round(up.final_loss, 6), round(down.final_loss, 6)), []).append(str(i + 1))
+    for i, s in fcs:
+        _forecast_point(ax, i, s, forecasts[s.name][upstream], forecasts[s.name][downstream], labelled=i not in dict(pts))
     for (x, y), numbers in at.items():
         ax.annotate(",".join(numbers), (x, y), textcoords="offset points", xytext=(5, 4), fontsize=8)
-    ax.axhline(0.0, color="0.5", linewidth=0.8)
-    ax.axvline(0.0, color="0.5", linewidth=0.8)
-    ax.set_xlabel(f"adaptation on {downstream}: start - final loss (nats/token, higher is better)")
-    ax.set_ylabel(f"forgetting on {upstream}: final - start loss (nats/token, lower is better)")
-    ax.set_title("forgetting vs adaptation at the end of each run")
-    return _save(fig, ax, path)
+    _tradeoff_limits(ax, pts, fcs, forecasts, upstream, downstream)
+    _tradeoff_key(ax, bool(fcs))
+    ax.set_xlabel(f"final loss on {upstream} (upstream, nats/token, lower is better)")
+    ax.set_ylabel(f"final loss on {downstream} (downstream, nats/token, lower is better)")
+    ax.set_title("final losses of each run (lower left is better)")
+    return fig, ax
+
+
+def _has_sets(forecast: dict[str, Any] | None, *sets: str) -> bool:
+    return bool(forecast) and all(s in forecast for s in sets)
+
+
+def _forecast_point(ax: Axes, i: int, s: RunSummary, up: Any, down: Any, labelled: bool) -> None:
+    """A hollow marker at the forecast finals, error bars over the 80 % intervals."""
+    style = run_style(i)
+    x, y = _fc(up, "final_loss"), _fc(down, "final_loss")
+    xerr = [[max(0.0, x - _fc(up, "low"))], [max(0.0, _fc(up, "high") - x)]]
+    yerr = [[max(0.0, y - _fc(down, "low"))], [max(0.0, _fc(down, "high") - y)]]
+    ax.errorbar([x], [y], xerr=xerr, yerr=yerr, fmt="none", ecolor=style["color"], elinewidth=0.8, capsize=2,
+                alpha=0.8, zorder=2)
+    ax.scatter([x], [y], facecolors="none", edgecolors=style["color"], marker=style["marker"], s=55, linewidths=1.2,
+               label=f"{i + 1}: {s.label} (forecast)" if labelled else None, zorder=3)
+    ax.annotate(f"{i + 1}f", (x, y), textcoords="offset points", xytext=(5, -10), fontsize=7, color=style["color"])
+
+
+def _fc(value: Any, key: str) -> float:
+    """A field of a forecast given as an object (``SetForecast``) or a dict (``forecast.json``)."""
+    return float(value[key] if isinstance(value, dict) else getattr(value, key))
+
+
+def _tradeoff_limits(ax: Axes, pts: list[tuple[int, RunSummary]], fcs: list[tuple[int, RunSummary]],
+                     forecasts: dict[str, dict[str, Any]], upstream: str, downstream: str) -> None:
+    """Axes that hold every final, forecast and interval, and the starts near them: a start far off (a run from
+    scratch starts at ~ln(vocab)) would flatten the rest, so it is left outside (its line points to it)."""
+    xs = [s.sets[upstream].final_loss for _, s in pts]
+    ys = [s.sets[downstream].final_loss for _, s in pts]
+    off = []
+    for _, s in fcs:  # a forecast more than 1 nat away from every measured final is left outside too
+        up, down = forecasts[s.name][upstream], forecasts[s.name][downstream]
+        if pts and not (_near(_fc(up, "final_loss"), xs) and _near(_fc(down, "final_loss"), ys)):
+            off.append(f"{s.label} (forecast)")
+            continue
+        xs += [_fc(up, "low"), _fc(up, "high")]
+        ys += [_fc(down, "low"), _fc(down, "high")]
+    top_x = robust_top([s.sets[upstream].start_loss for _, s in pts], xs)
+    top_y = robust_top([s.sets[downstream].start_loss for _, s in pts], ys)
+    xs += [s.sets[upstream].start_loss for _, s in pts if top_x is None or s.sets[upstream].start_loss <= top_x]
+    ys += [s.sets[downstream].start_loss for _, s in pts if top_y is None or s.sets[downstream].start_loss <= top_y]
+    for values, setter in ((xs, ax.set_xlim), (ys, ax.set_ylim)):
+        lo, hi = min(values), max(values)
+        pad = 0.08 * max(hi - lo, 1e-3)
+        setter(lo - pad, hi + pad)
+    far = [s.label for _, s in pts if (top_x is not None and s.sets[upstream].start_loss > top_x)
+           or (top_y is not None and s.sets[downstream].start_loss > top_y)] + off
+    if far:
+        ax.text(0.99, 0.01, f"off the axes: {', '.join(far)}", transform=ax.transAxes, ha="right",
+                va="bottom", fontsize=7)
+
+
+def _near(value: float, measured: list[float]) -> bool:
+    return min(measured) - 1.0 <= value <= max(measured) + 1.0
+
+
+def _tradeoff_key(ax: Axes, with_forecasts: bool) -> None:
+    """A small key of the marker kinds, in grey, under the runs' legend."""
+    from matplotlib.lines import Line2D
+
+    kinds = [Line2D([], [], color="0.4", marker="x", linestyle="none", label="start (step 0)"),
+             Line2D([], [], color="0.4", marker="o", linestyle="none", label="final (measured)")]
+    if with_forecasts:
+        kinds.append(Line2D([], [], color="0.4", marker="o", markerfacecolor="none", linestyle="-", linewidth=0.8,
+                            label="forecast final, 80 % interval"))
+    ax.add_artist(ax.legend(handles=kinds, loc="upper right", fontsize=7, frameon=True, framealpha=0.8))
 
 
 def write_figures(runs: list[RunData], summaries: list[RunSummary], out_dir: Path) -> dict[str, Path]:

@@ -14,7 +14,10 @@ DEFINITIONS = (
     "Losses are mean validation NLL in nats per predicted token; perplexity = exp(loss). *Start* is the "
     "evaluation at step 0 (the starting model), *final* the last evaluation, *best* the lowest. "
     "**Forgetting** on an upstream set = final − start loss (higher: more forgotten); **adaptation** on a "
-    "downstream set = start − final loss (higher: better adapted)."
+    "downstream set = start − final loss (higher: better adapted). The trade-off figure plots the absolute final "
+    "losses, upstream against downstream (lower left is better), each run's start marked; a *forecast* (a sweep "
+    "pruned by forecast, `rewarm sweep --prune-after`) is the law's final loss with its 80 % interval, shown as "
+    "a hollow marker; a *pruned* run stopped early, so its measured final is partial."
 )
 
 
@@ -34,6 +37,13 @@ def fmt_signed(x: float | None) -> str:
     return "–" if x is None else f"{x:+.4f}"
 
 
+def fmt_forecast(fc: Mapping[str, float] | None) -> str:
+    """``5.123 [5.100, 5.150]``: a forecast final loss and its 80 % interval ('–' when none)."""
+    if not fc:
+        return "–"
+    return f"{fc['final_loss']:.4f} [{fc['low']:.4f}, {fc['high']:.4f}]"
+
+
 def _table(header: list[str], rows: list[list[str]]) -> list[str]:
     esc = [[c.replace("|", "\\|") for c in row] for row in [header, *rows]]
     lines = ["| " + " | ".join(esc[0]) + " |", "|" + "|".join("---" for _ in header) + "|"]
@@ -46,6 +56,8 @@ def runs_table(summaries: list[RunSummary]) -> list[str]:
     downs = list(dict.fromkeys(k for s in summaries for k in s.adaptation))
     header = ["#", "run", "label", "steps", "tokens", "final LR"]
     header += [f"forgetting {u}" for u in ups] + [f"adaptation {d}" for d in downs]
+    fsets = list(dict.fromkeys(k for s in summaries for k in s.forecast))
+    header += [f"forecast {f} (80 %)" for f in fsets] + (["pruned"] if fsets else [])
     rows = []
     for i, s in enumerate(summaries, 1):
         row = [
@@ -57,6 +69,7 @@ def runs_table(summaries: list[RunSummary]) -> list[str]:
             "–" if s.final_lr is None else f"{s.final_lr:.3g}",
         ]
         row += [fmt_signed(s.forgetting.get(u)) for u in ups] + [fmt_signed(s.adaptation.get(d)) for d in downs]
+        row += [fmt_forecast(s.forecast.get(f)) for f in fsets] + (["yes" if s.pruned else ""] if fsets else [])
         rows.append(row)
     return _table(header, rows)
 
@@ -66,6 +79,8 @@ def set_table(summaries: list[RunSummary], val_set: str) -> list[str]:
     role = next((s.sets[val_set].role for s in summaries if val_set in s.sets), None)
     change = {"upstream": "forgetting", "downstream": "adaptation"}.get(role or "", "change")
     header = ["#", "run", "start loss", "final loss", "best loss", "best at tokens", "final ppl", "best ppl", change]
+    forecast = any(val_set in s.forecast for s in summaries)
+    header += ["forecast final (80 %)", "error"] if forecast else []
     rows = []
     for i, s in enumerate(summaries, 1):
         st = s.sets.get(val_set)
@@ -83,8 +98,16 @@ def set_table(summaries: list[RunSummary], val_set: str) -> list[str]:
                 fmt(st.best_ppl, 2),
                 fmt_signed(st.change),
             ]
+            + (_forecast_cells(s, st.final_loss, val_set) if forecast else [])
         )
     return _table(header, rows)
+
+
+def _forecast_cells(s: RunSummary, final: float, val_set: str) -> list[str]:
+    """Forecast and its error (forecast − measured final; '–' for a pruned run, whose final is partial)."""
+    fc = s.forecast.get(val_set)
+    err = None if fc is None or s.pruned else fc["final_loss"] - final
+    return [fmt_forecast(fc), fmt_signed(err)]
 
 
 def render(summaries: list[RunSummary], figures: Mapping[str, str], *, title: str, base: Path | None = None) -> str:
@@ -96,7 +119,7 @@ def render(summaries: list[RunSummary], figures: Mapping[str, str], *, title: st
     trade = [k for k in figures if k.startswith("tradeoff/")]
     for key in trade:
         _, up, down = key.split("/")
-        lines += [f"![forgetting on {up} vs adaptation on {down}]({figures[key]})", ""]
+        lines += [f"![final loss on {up} vs final loss on {down}, lower left is better]({figures[key]})", ""]
     for val_set in sets:
         role = next((s.sets[val_set].role for s in summaries if val_set in s.sets), None)
         lines += [
@@ -143,6 +166,10 @@ def write_summary_csv(summaries: list[RunSummary], path: Path) -> Path:
         "best_ppl",
         "forgetting",
         "adaptation",
+        "forecast_final",
+        "forecast_low",
+        "forecast_high",
+        "pruned",
     ]
     with path.open("w", newline="") as f:
         w = csv.DictWriter(f, fieldnames=fields)
@@ -167,6 +194,13 @@ def write_summary_csv(summaries: list[RunSummary], path: Path) -> Path:
                         "best_ppl": repr(st.best_ppl),
                         "forgetting": repr(st.change) if st.role == "upstream" and st.change is not None else "",
                         "adaptation": repr(st.change) if st.role == "downstream" and st.change is not None else "",
+                        **_forecast_fields(s.forecast.get(st.name)),
+                        "pruned": str(s.pruned).lower() if s.forecast else "",
                     }
                 )
     return path
+
+
+def _forecast_fields(fc: Mapping[str, float] | None) -> dict[str, str]:
+    keys = {"forecast_final": "final_loss", "forecast_low": "low", "forecast_high": "high"}
+    return {k: repr(float(fc[v])) if fc else "" for k, v in keys.items()}

@@ -13,6 +13,7 @@ The trainer's ``forgetting/<set>`` / ``adaptation/<set>`` columns are used when 
 from __future__ import annotations
 
 import csv
+import json
 import logging
 import math
 from collections import Counter
@@ -52,6 +53,8 @@ class RunData:
     config: dict[str, Any]
     rows: list[dict[str, float]]
     label: str = ""
+    forecast: dict[str, Any] | None = None
+    """The run's ``forecast.json`` (written by a sweep pruned by forecast), when it has one."""
 
     @property
     def name(self) -> str:
@@ -118,6 +121,10 @@ class RunSummary:
     final_lr: float | None
     sets: dict[str, SetStats] = field(default_factory=dict)
     tasks: dict[str, Any] = field(default_factory=dict)  # task -> rewarm.study.tasks.TaskStats
+    forecast: dict[str, dict[str, float]] = field(default_factory=dict)
+    """Forecast final loss per set (``final_loss``, ``low``, ``high``: the 80 % interval), from forecast.json."""
+    pruned: bool = False
+    """Stopped early by a pruned sweep: its final losses are the forecast's, its measured ones are partial."""
 
     @property
     def forgetting(self) -> dict[str, float]:
@@ -137,7 +144,24 @@ def load_run(run_dir: str | Path) -> RunData:
     metrics = run_dir / "metrics.csv"
     if not metrics.is_file():
         raise FileNotFoundError(f"{run_dir} is not a run directory: no metrics.csv")
-    return RunData(run_dir, read_config(run_dir / "config.yaml"), read_metrics(metrics), run_dir.name)
+    return RunData(run_dir, read_config(run_dir / "config.yaml"), read_metrics(metrics), run_dir.name,
+                   read_forecast(run_dir / FORECAST_FILE))
+
+
+FORECAST_FILE = "forecast.json"
+"""Written into a run directory by ``rewarm sweep --prune-after``: the run's forecast and whether it was pruned."""
+
+
+def read_forecast(path: Path) -> dict[str, Any] | None:
+    """A run's forecast.json (None when absent or unreadable: a comparison never fails on it)."""
+    if not path.is_file():
+        return None
+    try:
+        data = json.loads(path.read_text())
+    except (OSError, ValueError) as e:
+        log.warning("%s is unreadable (%s): the run is shown without its forecast", path, e)
+        return None
+    return data if isinstance(data, dict) else None
 
 
 def read_config(path: Path) -> dict[str, Any]:
@@ -282,6 +306,9 @@ def summarize(run: RunData) -> RunSummary:
         if stats is not None:
             summary.sets[name] = stats
     summary.tasks = task_stats(run)
+    if run.forecast:
+        summary.forecast = {k: v for k, v in (run.forecast.get("sets") or {}).items() if isinstance(v, dict)}
+        summary.pruned = bool(run.forecast.get("pruned"))
     return summary
 
 

@@ -172,14 +172,15 @@ def run_sweep(
     return dirs
 
 
-def train_command(config_path: str | Path, overrides: Sequence[str]) -> list[str]:
-    """The command line of one run, as the subprocess mode launches it."""
-    return [sys.executable, "-m", "rewarm", "train", str(config_path), *overrides]
+def train_command(config_path: str | Path, overrides: Sequence[str], stop_at: int | None = None) -> list[str]:
+    """The command line of one run, as the subprocess mode launches it (``stop_at``: ``--stop-at-step``)."""
+    stop = ["--stop-at-step", str(stop_at)] if stop_at is not None else []
+    return [sys.executable, "-m", "rewarm", "train", str(config_path), *overrides, *stop]
 
 
-def _run_subprocess(config_path: str | Path, p: PlannedRun) -> tuple[str | None, bool]:
+def _run_subprocess(config_path: str | Path, p: PlannedRun, stop_at: int | None = None) -> tuple[str | None, bool]:
     """(error or None, whether the sweep must stop). Signals to the sweep are forwarded to the run."""
-    proc = subprocess.Popen(train_command(config_path, p.overrides))
+    proc = subprocess.Popen(train_command(config_path, p.overrides, stop_at))
     with _forward_signals(proc) as received:
         try:
             code = proc.wait()
@@ -197,12 +198,12 @@ def _run_subprocess(config_path: str | Path, p: PlannedRun) -> tuple[str | None,
     return (None, False) if code == 0 else (f"exit code {code}", False)
 
 
-def _run_in_process(config_path: str | Path, p: PlannedRun) -> tuple[str | None, bool]:
+def _run_in_process(config_path: str | Path, p: PlannedRun, stop_at: int | None = None) -> tuple[str | None, bool]:
     from rewarm.config import load
     from rewarm.training.run import run  # lazy: imports Lightning
 
     try:
-        run(load(config_path, p.overrides))
+        run(load(config_path, p.overrides), stop_at_step=stop_at)
     except Exception as e:  # one failed run must not lose the others; the traceback goes to the log
         log.exception("run %s raised", p.name)
         return f"{type(e).__name__}: {e}", False

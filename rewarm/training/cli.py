@@ -22,7 +22,11 @@ from rewarm.errors import (
 
 
 def train_main(argv: list[str]) -> int:
-    args = config_parser("train", "Train (or resume, resume=auto) a run.").parse_args(argv)
+    parser = config_parser("train", "Train (or resume, resume=auto) a run.")
+    parser.add_argument("--stop-at-step", type=int, default=None, metavar="N",
+                        help="stop after optimizer step N with a checkpoint, unfinished (no summary.json): "
+                        "resume.mode=auto continues it later (what `rewarm sweep --prune-after` does)")
+    args = parser.parse_intermixed_args(argv)
     cfg = load_or_report(args.config, args.overrides)
     if cfg is None or missing_packages_refused(cfg):  # a missing package: refused before any start-up
         return EXIT_CONFIG
@@ -33,7 +37,7 @@ def train_main(argv: list[str]) -> int:
     from rewarm.training.run import run
 
     try:
-        run_dir = run(cfg, signals)
+        run_dir = run(cfg, signals, stop_at_step=args.stop_at_step)
     except (ConfigError, ResumeError, DataError) as e:
         return report(e)
     except (NonFiniteError, DiskFullError) as e:

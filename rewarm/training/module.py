@@ -92,6 +92,8 @@ class RewarmModule(L.LightningModule):
         self._step_rows = torch.zeros(len(source_names), dtype=torch.float64)  # this rank's rows of this step
         self.nonfinite = NonfiniteGuard(steps.on_nonfinite, steps.max_skipped_steps)
         self.final_metrics: dict[str, float] = {}
+        self.eval_listeners: list[Callable[[int, dict[str, float]], dict[str, float]]] = []
+        """Called after each validation with (step, loss per set); their metrics join the row (the forecast)."""
         self.data_state: Any = None  # pipeline state after the last batch trained on
         self._pending_data_state: Any = None
         self._reset_step_accumulators()
@@ -313,8 +315,6 @@ class RewarmModule(L.LightningModule):
         t0 = time.perf_counter()
         results = self.evaluate()
         averaged = None if self.averager is None else self.averager.evaluate(self.trainer, self.model, self.evaluate)
-        if self._t_last is not None:  # keep evaluation time out of perf/tokens_per_sec
-            self._t_last += time.perf_counter() - t0
         for vs in self.val_sets:
             res = results[vs.name]
             if step == 0 and vs.name not in self.start_losses:
@@ -323,6 +323,11 @@ class RewarmModule(L.LightningModule):
             self._row.update(role_metrics(vs.name, vs.role, res.loss, self.start_losses.get(vs.name)))
         for name, res in (averaged or {}).items():  # the EMA's weights (rewarm.averaging), same sets
             self._row.update({f"val_avg/{name}/loss": res.loss, f"val_avg/{name}/ppl": perplexity(res.loss)})
+        losses = {vs.name: float(results[vs.name].loss) for vs in self.val_sets}
+        for listener in self.eval_listeners:
+            self._row.update(listener(step, losses))
+        if self._t_last is not None:  # keep evaluation (EMA, forecast) time out of perf/tokens_per_sec
+            self._t_last += time.perf_counter() - t0
         self._evaluated_step = step
 
     def add_eval_metrics(self, metrics: dict[str, float], seconds: float) -> None:

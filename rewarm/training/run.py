@@ -146,9 +146,11 @@ def _slurm_without_auto_requeue() -> list[Any]:
     return [SLURMEnvironment(auto_requeue=False)] if SLURMEnvironment.detect() else []
 
 
-def run(cfg: RunConfig, signals: Any = None) -> Path:
+def run(cfg: RunConfig, signals: Any = None, stop_at_step: int | None = None) -> Path:
     """Train (or resume) the run described by ``cfg``; returns the run directory. ``signals``: a SignalWatcher
-    already installed by the caller (`rewarm train` installs one first thing, so a signal during start-up counts)."""
+    already installed by the caller (`rewarm train` installs one first thing, so a signal during start-up counts).
+    ``stop_at_step``: stop after that optimizer step with a checkpoint and without summary.json (the run is
+    unfinished; ``resume.mode=auto`` continues it); a run already at or past it does nothing."""
     from rewarm.checkpoints.store import SignalWatcher
     from rewarm.model.load import load_tokenizer
     from rewarm.tasks.build import build_task_callback
@@ -165,19 +167,45 @@ def run(cfg: RunConfig, signals: Any = None) -> Path:
     task_cols = list(tasks.columns) if tasks else []
     if cfg.averaging.enabled:  # the same tasks on the EMA's weights (rewarm.averaging)
         task_cols += ["task_avg/" + c[len("task/"):] for c in task_cols if c.startswith("task/")]
-    loggers = build_loggers(cfg, run_dir, metric_columns(cfg, val_sets) + task_cols)
+    forecast = build_forecast_callback(cfg, val_sets)  # a bad FIT.json is refused before training
+    columns = metric_columns(cfg, val_sets) + task_cols + [c for f in forecast for c in f.columns]
+    loggers = build_loggers(cfg, run_dir, columns)
     signals = signals or SignalWatcher()
-    checkpointer = build_checkpointer(cfg, module, tokenizer, signals)
-    callbacks = [*build_callbacks(cfg.logging.progress), ReinstallSignals(signals), *([tasks] if tasks else [])]
+    checkpointer = build_checkpointer(cfg, module, tokenizer, signals, stop_at_step)
+    callbacks = [*build_callbacks(cfg.logging.progress), ReinstallSignals(signals), *([tasks] if tasks else []),
+                 *forecast]
     ckpt, point = resume_point(cfg, plan, checkpointer)
     trainer = build_trainer(cfg, plan, loggers, callbacks, reshard=point.world_changed(run_layout(cfg, plan)))
     if point.finished and (run_dir / "summary.json").is_file():
         log.info("run %s already finished at step %d (%s): nothing to do", cfg.run.name, point.step, ckpt)
         return run_dir
+    if stopped_before(point.step, stop_at_step, plan.max_steps):
+        log.info("run %s is at step %d, at or past its stop step %s: nothing to do", cfg.run.name, point.step,
+                 stop_at_step)
+        return run_dir
     start_run(cfg, plan, trainer, checkpointer, loggers, point, resuming=ckpt is not None)
     fit(trainer, module, ckpt, signals, loggers)
+    if stopped_before(trainer.global_step, stop_at_step, plan.max_steps) and signals.received is None:
+        log.info("run %s stopped at step %d of %d (stop step): checkpoint saved; resume.mode=auto continues it",
+                 cfg.run.name, trainer.global_step, plan.max_steps)
+        return run_dir
     finish_run(run_dir, trainer, module, tokenizer, checkpointer, signals)
     return run_dir
+
+
+def stopped_before(step: int | None, stop_at_step: int | None, max_steps: int) -> bool:
+    """Whether a run at ``step`` has reached a stop step that lies before its end."""
+    return stop_at_step is not None and step is not None and step >= stop_at_step and stop_at_step < max_steps
+
+
+def build_forecast_callback(cfg: RunConfig, val_sets: list[Any]) -> list[Any]:
+    """With ``forecast.fit`` set: the callback that logs ``forecast/<set>/final_loss`` at every validation."""
+    fit_path = getattr(getattr(cfg, "forecast", None), "fit", None)
+    if not fit_path:
+        return []
+    from rewarm.training.forecast import ForecastCallback
+
+    return [ForecastCallback.from_config(cfg, [vs.name for vs in val_sets])]
 
 
 def prepare_run(cfg: RunConfig) -> BatchPlan:
@@ -224,8 +252,10 @@ def build_model(cfg: RunConfig, tokenizer: Any) -> Any:
     return model
 
 
-def build_checkpointer(cfg: RunConfig, module: Any, tokenizer: Any, signals: Any) -> Any:
-    """The run's Checkpointer, and the module's step-end hook that saves (periodic, preemption) and exports."""
+def build_checkpointer(cfg: RunConfig, module: Any, tokenizer: Any, signals: Any, stop_at_step: int | None = None,
+                       ) -> Any:
+    """The run's Checkpointer, and the module's step-end hook that saves (periodic, preemption, stop step) and
+    exports."""
     from rewarm.checkpoints.store import Checkpointer
 
     run_dir, c = cfg.run_dir, cfg.checkpoint
@@ -236,7 +266,7 @@ def build_checkpointer(cfg: RunConfig, module: Any, tokenizer: Any, signals: Any
                       **(module.averager.manifest() if module.averager is not None else {})},
     )
     module.after_step = partial(_after_step, module=module, checkpointer=checkpointer, signals=signals,
-                                hf_every=c.hf_every_steps, tokenizer=tokenizer, run_dir=run_dir)
+                                hf_every=c.hf_every_steps, tokenizer=tokenizer, run_dir=run_dir, stop_at=stop_at_step)
     return checkpointer
 
 
@@ -318,7 +348,7 @@ def _fit(trainer: Any, module: Any, ckpt: Path | None) -> None:
 
 
 def _after_step(trainer: Any, steps_done: int, *, module: Any, checkpointer: Any, signals: Any, hf_every: int,
-                tokenizer: Any, run_dir: Path) -> None:
+                tokenizer: Any, run_dir: Path, stop_at: int | None = None) -> None:
     import signal
 
     import torch
@@ -340,6 +370,9 @@ def _after_step(trainer: Any, steps_done: int, *, module: Any, checkpointer: Any
         signals.received = signal.SIGUSR1 if usr1 else (signals.received or signal.SIGTERM)
         checkpointer.save(trainer, reason="preemption")  # a no-op when the periodic save just wrote this step
         trainer.should_stop = True  # then run() exits with PREEMPTED_EXIT_CODE (SLURM: requeue)
+    elif stop_at is not None and stop_at <= steps_done < trainer.max_steps:  # same step on every rank
+        checkpointer.save(trainer, reason="stop step")
+        trainer.should_stop = True  # the last evaluation (on_train_end) is at this step
 
 
 def _exit_preempted(run_dir: Path, *, requeue: bool) -> None:

@@ -98,3 +98,25 @@ def test_every_run_logs_both_demo_tasks(demo) -> None:
     table = format_task_table(result).splitlines()
     assert "next_sentence acc_norm (start -> end)" in table[0] and "next_line acc_norm (start -> end)" in table[0]
     assert len(table) == 2 + len(result.run_dirs)
+
+
+def test_forecast_step_predicts_the_runs_from_the_base(demo) -> None:
+    """Fitted on three runs, the law predicts the others from the same base; the table, the figure and the
+    findings' line come from those numbers and the runs' own metrics."""
+    from rewarm.demo.forecast import fit_and_predict_runs, forecast_finding, format_forecast_table
+
+    result, out = demo
+    fc = result.forecast
+    fitted, predicted = fit_and_predict_runs(result.plan)
+    assert fc.fitted == fitted and len(fitted) == 3 and result.plan.scratch not in predicted + fitted
+    assert {p.run for p in fc.predictions} == set(predicted) and not fc.skipped
+    for p in fc.predictions:
+        assert p.actual == result.numbers.curves[p.run][p.set].final and p.low <= p.predicted <= p.high
+    table = format_forecast_table(fc).splitlines()
+    assert len(table) == 3 + len(fc.predictions) and "predicted [80 % interval]" in table[1]
+    first = fc.predictions[0]
+    assert f"{first.actual:9.3f}{first.error:+9.3f}" in table[3]
+    assert forecast_finding(fc, result.numbers.seed_noise) in format_findings(result)
+    assert fc.figure == out / "report" / "figures" / "forecast.png" and fc.figure.stat().st_size > 5000
+    text = result.report.read_text()
+    assert "## Forecast" in text and "](figures/forecast.png)" in text and f"`{first.run}`" in text
