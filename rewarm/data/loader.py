@@ -138,6 +138,7 @@ class TrainLoader:
         self._row = 0  # the rank's next local row
         empty: dict[str, Any] = {"pos": 0, "subs": {}}
         self._streams: dict[int, dict[str, Any]] = dict.fromkeys(range(plan.local_streams), empty)
+        self._keys = {t: str(plan.global_stream(t)) for t in range(plan.local_streams)}  # a state's stream keys
         self._legacy: LegacyLoader | None = None  # a version-1 state goes on in its own order
 
     def fingerprint(self) -> str:
@@ -163,7 +164,7 @@ class TrainLoader:
         return {"version": STATE_VERSION, "data_order": DATA_ORDER_VERSION, "fingerprint": self._fingerprint,
                 "layout": self.layout(), "world": self.world(), "source_names": list(self.source_names),
                 "sub_sources": {s.key: s.source_id for s in p.subs},
-                "streams": {str(p.global_stream(t)): s for t, s in self._streams.items()}}
+                "streams": {self._keys[t]: s for t, s in self._streams.items()}}
 
     def load_state_dict(self, state: dict[str, Any]) -> None:
         """Continue after the rows ``state`` covers, on any world size that divides them. Raises ResumeError on a
