@@ -19,6 +19,7 @@ main process makes the model's int64 tensors (``model_inputs``). Measured with b
 from __future__ import annotations
 
 import hashlib
+import itertools
 import json
 import logging
 import os
@@ -231,7 +232,8 @@ def _in_row_order(items: Iterator[dict[str, Any]], j0: int, size: int,
                 if "_end" in item:
                     end = item["row"] if end is None else min(end, item["row"])
                     continue
-                pending.update((r, (item, i)) for i, r in enumerate(item["rows"].tolist()))
+                rows = item["rows"].tolist()
+                pending.update(zip(rows, zip(itertools.repeat(item), range(len(rows))), strict=True))  # row: (item, i)
         yield [pending.pop(row) for row in range(j, j + size)]
         j += size
 
