@@ -28,7 +28,7 @@ from rewarm.errors import DataError
 MAGIC = b"MMIDIDX\x00\x00"
 VERSION = 1
 HEADER_BYTES = 34
-RELEASE_BYTES = 16 << 20  # bytes read between two TokenFile.release calls: about the .bin pages a run keeps mapped
+RELEASE_BYTES = 4 << 20  # bytes read between two TokenFile.release calls: about the .bin pages a run keeps mapped
 DTYPES: dict[int, type] = {1: np.uint8, 2: np.int8, 3: np.int16, 4: np.int32, 5: np.int64, 8: np.uint16}
 FLOAT_CODES = (6, 7)
 _SHARD = re.compile(r"-(\d{5})-of-(\d{5})\.bin$")
