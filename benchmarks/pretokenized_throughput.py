@@ -175,7 +175,9 @@ def resume_latency(world: dict, work: Path, seq_len: int, batch: int, row: int, 
     cfg = data_cfg(values)
     first = build_train_loader(cfg, world["tok"], micro_batch_size=batch, seed=0, rank=0, world_size=1)
     state = next(iter(first))["data_state"]
-    state["ranks"]["0"]["streams"][0]["subs"]["mm"].update(record=row, token=0)
+    per = row // cfg.streams  # row `row` of the run: row row // S of every stream (stream s reads rows s, s + S, ...)
+    cursor = {"epoch": 0, "unit": 0, "record": per, "token": 0, "skipped": 0, "rows": per}
+    state["streams"] = {s: {"pos": per, "subs": {"mm": cursor}} for s in state["streams"]}
     t0 = time.perf_counter()
     loader = build_train_loader(cfg, world["tok"], micro_batch_size=batch, seed=0, rank=0, world_size=1)
     loader.load_state_dict(state)
@@ -230,6 +232,7 @@ def main(argv: list[str] | None = None) -> int:
                 ("memmap_block", lambda: bench_memmap(world["prefix"], row_len, args.batch, block=True)),
                 ("pipeline", lambda: bench_pipeline(mm_values(world["prefix"], args.seq_len), world["tok"], args.batch)),
                 ("text", lambda: bench_pipeline({"seq_len": args.seq_len, "num_workers": 1, "on_source_end": "stop",
+                                                 **({"streams": 2} if args.quick else {}),  # 0.3 MB: a few documents
                                                  "train": {"t": {"paths": [world["jsonl"]], "shuffle_files": False}}},
                                                 world["tok"], args.batch, text_rows)))
         for name, fn in runs:

@@ -19,6 +19,7 @@ main process makes the model's int64 tensors (``model_inputs``). Measured with b
 from __future__ import annotations
 
 import hashlib
+import itertools
 import json
 import logging
 import os
@@ -138,6 +139,7 @@ class TrainLoader:
         self._row = 0  # the rank's next local row
         empty: dict[str, Any] = {"pos": 0, "subs": {}}
         self._streams: dict[int, dict[str, Any]] = dict.fromkeys(range(plan.local_streams), empty)
+        self._keys = {t: str(plan.global_stream(t)) for t in range(plan.local_streams)}  # a state's stream keys
         self._legacy: LegacyLoader | None = None  # a version-1 state goes on in its own order
 
     def fingerprint(self) -> str:
@@ -163,7 +165,7 @@ class TrainLoader:
         return {"version": STATE_VERSION, "data_order": DATA_ORDER_VERSION, "fingerprint": self._fingerprint,
                 "layout": self.layout(), "world": self.world(), "source_names": list(self.source_names),
                 "sub_sources": {s.key: s.source_id for s in p.subs},
-                "streams": {str(p.global_stream(t)): s for t, s in self._streams.items()}}
+                "streams": {self._keys[t]: s for t, s in self._streams.items()}}
 
     def load_state_dict(self, state: dict[str, Any]) -> None:
         """Continue after the rows ``state`` covers, on any world size that divides them. Raises ResumeError on a
@@ -230,7 +232,8 @@ def _in_row_order(items: Iterator[dict[str, Any]], j0: int, size: int,
                 if "_end" in item:
                     end = item["row"] if end is None else min(end, item["row"])
                     continue
-                pending.update((r, (item, i)) for i, r in enumerate(item["rows"].tolist()))
+                rows = item["rows"].tolist()
+                pending.update(zip(rows, zip(itertools.repeat(item), range(len(rows))), strict=True))  # row: (item, i)
         yield [pending.pop(row) for row in range(j, j + size)]
         j += size
 

@@ -183,16 +183,22 @@ class RowMaker:
     def _sub(self, i: int) -> SubStream:
         if i not in self._subs:
             sub, plan = self.plan.subs[i], self.plan
-            units = ((0, 0, 1),) if sub.backend == "datasets" else units_for(len(sub.files), self.stream, plan.streams)
-            spec = SubStreamSpec(sub.key, sub.files, units, sub.text_field, sub.subset_field, sub.subsets,
-                                 sub.shuffle_files, plan.on_source_end, plan.on_bad_record, plan.seed, sub.backend,
-                                 sub.hf_dataset, sub.hf_split, self.stream, plan.streams, shuffle_docs=sub.shuffle_docs,
-                                 append_eos=sub.append_eos, first_row=sub.first_row, row_len=plan.seq_len + 1,
-                                 vocab_size=plan.vocab_size, share=self._in_process)
+            spec = sub_spec(plan, i, self.stream, self._in_process)
             self._subs[i] = SubStream(spec, self.tokenizer, plan.eos_id, plan.seq_len,
                                       stream_batch_docs(plan.batch_docs, self._in_process),
                                       self._cursors.get(sub.key), self._pool)
         return self._subs[i]
+
+
+def sub_spec(plan: Plan, i: int, stream: int, in_process: int) -> SubStreamSpec:
+    """What global stream ``stream`` reads of sub-stream ``i`` (``in_process``: streams read by its process)."""
+    sub = plan.subs[i]
+    units = ((0, 0, 1),) if sub.backend == "datasets" else units_for(len(sub.files), stream, plan.streams)
+    return SubStreamSpec(sub.key, sub.files, units, sub.text_field, sub.subset_field, sub.subsets,
+                         sub.shuffle_files, plan.on_source_end, plan.on_bad_record, plan.seed, sub.backend,
+                         sub.hf_dataset, sub.hf_split, stream, plan.streams, shuffle_docs=sub.shuffle_docs,
+                         append_eos=sub.append_eos, first_row=sub.first_row, row_len=plan.seq_len + 1,
+                         vocab_size=plan.vocab_size, share=in_process)
 
 
 def stream_batch_docs(batch_docs: int, in_process: int) -> int:

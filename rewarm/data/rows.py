@@ -16,8 +16,13 @@ from typing import Any
 
 import numpy as np
 
-from rewarm.data.mixing import Plan, RowMaker, document_positions
-from rewarm.data.packing import SourceExhausted, tokenize_pool
+from rewarm.data.megatron.rows import RowReader
+from rewarm.data.mixing import Plan, RowMaker, document_positions, stream_batch_docs, sub_spec
+from rewarm.data.packing import SourceExhausted, initial_cursor, tokenize_pool
+
+# Rows a process makes at once on the bulk path (at least 16 per stream): one Python call per stream and block,
+# not per row. 1024 rows of 2049 uint16 ids are 4 MB. The first block is one item, each next one twice the last.
+BULK_ROWS = 1024
 
 
 def owned_rows(j0: int, local: int, per_process: int, w: int) -> Iterator[int]:
@@ -40,6 +45,9 @@ def process_items(plan: Plan, tokenizer: Any, w: int, j0: int, states: dict[int,
     error is raised after the item of the rows made before it. ``compact``: narrow the token ids (what a
     worker sends through its pipe). ``aligned``: every item is a whole micro-batch (the training process
     reading for itself), so a stream's cursor is needed after its last row in the item only."""
+    if bulk_ok(plan):
+        yield from bulk_items(plan, w, j0, states, per_item, compact, aligned)
+        return
     local = plan.local_streams
     per_process = local // plan.workers
     pool, makers = tokenize_pool(), {}
@@ -66,6 +74,88 @@ def process_items(plan: Plan, tokenizer: Any, w: int, j0: int, states: dict[int,
                 yield make_item(plan, made, compact)
             raise
         yield make_item(plan, made, compact)
+
+
+def bulk_ok(plan: Plan) -> bool:
+    """One pre-tokenized source and no document starts to find: every row is a slice of its stream's tokens,
+    made in bulk (``bulk_items``), the same rows and cursors as row by row."""
+    return len(plan.subs) == 1 and plan.subs[0].backend == "megatron" and not plan.document_mask
+
+
+def bulk_items(plan: Plan, w: int, j0: int, states: dict[int, Any], per_item: int, compact: bool = True,
+               aligned: bool = False) -> Iterator[dict[str, Any]]:
+    """``process_items`` for a ``bulk_ok`` plan: blocks of rows of all the process's streams at once. Rows are
+    counted in the process's order: ``q = round * P + i`` is row ``round`` of its stream ``i`` of ``P``."""
+    local, P = plan.local_streams, plan.local_streams // plan.workers
+    r0, i0 = divmod(j0, local)
+    q = r0 * P + min(max(i0 - w * P, 0), P)
+    readers = {i: _reader(plan, w * P + i, states.get(w * P + i), P, q) for i in range(P)}
+    n, most = per_item, per_item * -(-max(BULK_ROWS, 16 * P) // per_item)
+    while True:
+        tokens, cursors, error = _block(readers, q, n, P)
+        m = len(cursors)
+        qs = np.arange(q, q + m + 1)
+        rows = (qs // P) * local + w * P + qs % P  # local row numbers (one more: where an error stopped them)
+        for a in range(0, m, per_item):
+            yield _bulk_item(plan, tokens[a : a + per_item], rows[a : min(m, a + per_item)],
+                             cursors[a : a + per_item], P if aligned else 0, compact)
+        if error is not None:
+            if isinstance(error, SourceExhausted):
+                yield {"_end": str(error), "row": int(rows[m])}
+                return
+            raise error
+        q, n = q + n, min(2 * n, most)  # the first rows soon (a resume), then blocks of ``most``
+
+
+def _reader(plan: Plan, t: int, state: dict[str, Any] | None, P: int, q: int) -> RowReader:
+    """The RowReader of local stream ``t`` (its process's stream ``t % P``), checked to be at its row of ``q``."""
+    state = state or {"pos": 0, "subs": {}}
+    i, stream = t % P, plan.global_stream(t)
+    want = q // P + (1 if q % P > i else 0)
+    assert int(state["pos"]) == want, f"stream {stream} is at row {state['pos']}, not {want}"
+    sub = plan.subs[0]
+    return RowReader(sub_spec(plan, 0, stream, P), plan.eos_id, plan.seq_len, stream_batch_docs(plan.batch_docs, P),
+                     state["subs"].get(sub.key) or initial_cursor())
+
+
+def _block(readers: dict[int, RowReader], q: int, n: int, P: int) -> tuple[np.ndarray, list[Any], Exception | None]:
+    """Rows ``q .. q + n - 1`` (process order) as (m, row_len) tokens and the cursor after each, ``m < n`` when
+    an error stopped a stream (returned: the rows before the first row it could not make)."""
+    ra, rb = q // P, -(-(q + n) // P)
+    made, fail, error = [], q + n, None
+    for i, reader in readers.items():
+        first = ra * P + i if ra * P + i >= q else (ra + 1) * P + i
+        if first >= q + n:
+            continue
+        parts, cursors, e = reader.take((q + n - 1 - first) // P + 1)
+        made.append((i, first, parts, cursors))
+        if e is not None and first + len(cursors) * P < fail:
+            fail, error = first + len(cursors) * P, e
+    some = [p[0] for _, _, parts, _ in made for p in parts[:1]]
+    row_len = next(iter(readers.values())).row_len
+    block = np.empty(((rb - ra) * P, row_len), some[0].dtype if some else np.int32)
+    by_round = block.reshape(rb - ra, P, row_len)
+    out: list[Any] = [None] * n
+    for i, first, parts, cursors in made:
+        r = first // P - ra
+        for part in parts:
+            by_round[r : r + len(part), i] = part
+            r += len(part)
+        out[first - q : first - q + len(cursors) * P : P] = cursors
+    m = fail - q
+    return block[q - ra * P : q - ra * P + m], out[:m], error
+
+
+def _bulk_item(plan: Plan, tokens: np.ndarray, rows: np.ndarray, cursors: list[Any], aligned: int,
+               compact: bool) -> dict[str, Any]:
+    """An item of ``make_item``'s form. ``aligned`` (P, the process's streams) or 0: a row is its stream's last
+    in the item when no row of the stream lies P rows later in it; only those carry a cursor when aligned."""
+    sub, local, n = plan.subs[0], plan.local_streams, len(rows)
+    ts = (rows % local).tolist()
+    keep = n - aligned if aligned else 0
+    cur = [(t, sub.key, c if k >= keep else None) for k, (t, c) in enumerate(zip(ts, cursors, strict=True))]
+    return {"tokens": narrow(tokens) if compact else tokens, "source_ids": np.full(n, sub.source_id, np.int64),
+            "rows": rows, "cursors": cur}
 
 
 def make_item(plan: Plan, made: list[Any], compact: bool = True) -> dict[str, Any]:

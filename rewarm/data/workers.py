@@ -35,10 +35,11 @@ def run_workers(dataset: Any, cfg: DataConfig) -> Iterator[Any]:
 def model_inputs(batch: dict[str, np.ndarray]) -> dict[str, torch.Tensor]:
     """The model's int64 tensors of a compact batch: ``input_ids`` and ``labels`` (B, T), the labels being the
     next tokens with -100 at ``masked``; ``source_ids`` (B,); ``position_ids`` (B, T) with document_mask."""
-    tokens = torch.from_numpy(batch["tokens"].astype(np.int64))
-    # labels get their own storage: with B = 1 the slice is already contiguous, and masking it in place would
-    # write -100 into input_ids
-    out = {"input_ids": tokens[:, :-1].contiguous(), "labels": tokens[:, 1:].clone(memory_format=torch.contiguous_format),
+    tokens = batch["tokens"]
+    # each made int64 straight from the compact rows (one pass each, no int64 copy of the whole rows first);
+    # labels get their own storage, so masking them never writes into input_ids
+    out = {"input_ids": torch.from_numpy(tokens[:, :-1].astype(np.int64, order="C")),
+           "labels": torch.from_numpy(tokens[:, 1:].astype(np.int64, order="C")),
            "source_ids": torch.from_numpy(batch["source_ids"].astype(np.int64, copy=False))}
     if "position_ids" in batch:
         out["position_ids"] = torch.from_numpy(batch["position_ids"].astype(np.int64))
