@@ -151,7 +151,7 @@ class RowMaker:
     """Makes the rows of global stream ``stream``, in order; ``state()`` resumes it exactly."""
 
     def __init__(self, plan: Plan, stream: int, tokenizer: Any, state: dict[str, Any] | None = None,
-                 pool: Any = None, in_process: int = 1) -> None:
+                 pool: Any = None, in_process: int = 1, peers: tuple[int, ...] = ()) -> None:
         self.plan, self.stream, self.tokenizer = plan, stream, tokenizer
         state = state or {"pos": 0, "subs": {}}
         self.pos = int(state["pos"])
@@ -160,6 +160,7 @@ class RowMaker:
         self._draw = RowDraw(plan, stream)
         self._pool = pool if pool is not None else tokenize_pool()
         self._in_process = in_process  # streams read by this process: their read-ahead is shared out
+        self._peers = peers  # the global streams of this process (rewarm.data.shared)
 
     def state(self) -> dict[str, Any]:
         cursors = dict(self._cursors)
@@ -188,7 +189,8 @@ class RowMaker:
                                  sub.shuffle_files, plan.on_source_end, plan.on_bad_record, plan.seed, sub.backend,
                                  sub.hf_dataset, sub.hf_split, self.stream, plan.streams, shuffle_docs=sub.shuffle_docs,
                                  append_eos=sub.append_eos, first_row=sub.first_row, row_len=plan.seq_len + 1,
-                                 vocab_size=plan.vocab_size, share=self._in_process)
+                                 vocab_size=plan.vocab_size, share=self._in_process,
+                                 peers=self._peers)
             self._subs[i] = SubStream(spec, self.tokenizer, plan.eos_id, plan.seq_len,
                                       stream_batch_docs(plan.batch_docs, self._in_process),
                                       self._cursors.get(sub.key), self._pool)
