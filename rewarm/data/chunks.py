@@ -43,6 +43,7 @@ class SubStreamSpec:
     row_len: int = 0
     vocab_size: int = 0  # ids must be below it (0: unchecked)
     share: int = 1  # logical streams read by this process: their read-ahead and chunks are cut to match
+    peers: tuple[int, ...] = ()  # the global streams read by this process (who shares a file's decompression)
 
 
 @dataclass

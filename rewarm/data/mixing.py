@@ -151,7 +151,7 @@ class RowMaker:
     """Makes the rows of global stream ``stream``, in order; ``state()`` resumes it exactly."""
 
     def __init__(self, plan: Plan, stream: int, tokenizer: Any, state: dict[str, Any] | None = None,
-                 pool: Any = None, in_process: int = 1) -> None:
+                 pool: Any = None, in_process: int = 1, peers: tuple[int, ...] = ()) -> None:
         self.plan, self.stream, self.tokenizer = plan, stream, tokenizer
         state = state or {"pos": 0, "subs": {}}
         self.pos = int(state["pos"])
@@ -160,6 +160,7 @@ class RowMaker:
         self._draw = RowDraw(plan, stream)
         self._pool = pool if pool is not None else tokenize_pool()
         self._in_process = in_process  # streams read by this process: their read-ahead is shared out
+        self._peers = peers  # the global streams of this process (rewarm.data.shared)
 
     def state(self) -> dict[str, Any]:
         cursors = dict(self._cursors)
@@ -183,22 +184,23 @@ class RowMaker:
     def _sub(self, i: int) -> SubStream:
         if i not in self._subs:
             sub, plan = self.plan.subs[i], self.plan
-            spec = sub_spec(plan, i, self.stream, self._in_process)
+            spec = sub_spec(plan, i, self.stream, self._in_process, self._peers)
             self._subs[i] = SubStream(spec, self.tokenizer, plan.eos_id, plan.seq_len,
                                       stream_batch_docs(plan.batch_docs, self._in_process),
                                       self._cursors.get(sub.key), self._pool)
         return self._subs[i]
 
 
-def sub_spec(plan: Plan, i: int, stream: int, in_process: int) -> SubStreamSpec:
-    """What global stream ``stream`` reads of sub-stream ``i`` (``in_process``: streams read by its process)."""
+def sub_spec(plan: Plan, i: int, stream: int, in_process: int, peers: tuple[int, ...] = ()) -> SubStreamSpec:
+    """What global stream ``stream`` reads of sub-stream ``i`` (``in_process``: streams read by its process;
+    ``peers``: the global streams of that process, which share one decompression of a file)."""
     sub = plan.subs[i]
     units = ((0, 0, 1),) if sub.backend == "datasets" else units_for(len(sub.files), stream, plan.streams)
     return SubStreamSpec(sub.key, sub.files, units, sub.text_field, sub.subset_field, sub.subsets,
                          sub.shuffle_files, plan.on_source_end, plan.on_bad_record, plan.seed, sub.backend,
                          sub.hf_dataset, sub.hf_split, stream, plan.streams, shuffle_docs=sub.shuffle_docs,
                          append_eos=sub.append_eos, first_row=sub.first_row, row_len=plan.seq_len + 1,
-                         vocab_size=plan.vocab_size, share=in_process)
+                         vocab_size=plan.vocab_size, share=in_process, peers=peers)
 
 
 def stream_batch_docs(batch_docs: int, in_process: int) -> int:

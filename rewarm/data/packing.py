@@ -19,13 +19,14 @@ import logging
 import os
 from collections import deque
 from collections.abc import Iterator, Sequence
-from concurrent.futures import Future, ThreadPoolExecutor
+from concurrent.futures import Future
 from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
 
 from rewarm.data.chunks import Chunk, SourceExhausted, SubStreamSpec, key_hash, unit_order
+from rewarm.data.encode_pool import EncodePool
 from rewarm.data.prefetch import Prefetcher
 from rewarm.data.sources import Doc, RecordReader
 from rewarm.errors import DataError
@@ -49,10 +50,10 @@ def tokenize_ahead() -> int:
     return 2 if off else 3
 
 
-def tokenize_pool() -> ThreadPoolExecutor:
-    """The threads of one logical stream that tokenize (``encode``) for all its sub-streams: at most
-    ``tokenize_ahead()`` calls run at once, whatever the number of sources and subsets."""
-    return ThreadPoolExecutor(tokenize_ahead(), thread_name_prefix="rewarm-tokenize")
+def tokenize_pool() -> EncodePool:
+    """The threads of one reading process that tokenize (``encode``) for all its streams and sub-streams: at
+    most ``tokenize_ahead()`` calls run at once, each on every batch waiting (rewarm.data.encode_pool)."""
+    return EncodePool(tokenize_ahead(), thread_name_prefix="rewarm-tokenize")
 
 
 @dataclass
@@ -89,7 +90,7 @@ def chunk_of(batch: TextBatch, flat: np.ndarray, starts: np.ndarray) -> Chunk:
                  batch.end_state)
 
 
-def encoded(batches: Iterator[TextBatch], tokenizer: Any, eos_id: int, pool: ThreadPoolExecutor,
+def encoded(batches: Iterator[TextBatch], tokenizer: Any, eos_id: int, pool: EncodePool,
             ahead: int) -> Iterator[Chunk]:
     """The Chunk of each batch, in order, tokenized on ``pool`` up to ``ahead`` batches ahead. A finished
     batch waits as int32 arrays (``encode`` flattens in the pool's thread), not as encodings. An error of
@@ -123,7 +124,7 @@ class SubStream:
     """Rows of ``seq_len + 1`` tokens from one sub-stream; ``state()`` / ``__init__(state=...)`` resume exactly."""
 
     def __init__(self, spec: SubStreamSpec, tokenizer: Any, eos_id: int, seq_len: int, batch_docs: int,
-                 state: dict[str, int] | None = None, pool: ThreadPoolExecutor | None = None) -> None:
+                 state: dict[str, int] | None = None, pool: EncodePool | None = None) -> None:
         self.spec, self.tokenizer, self.eos_id = spec, tokenizer, eos_id
         self.row_len, self.batch_docs = seq_len + 1, batch_docs
         self.cursor = dict(state or initial_cursor())
@@ -272,7 +273,7 @@ class ChunkReader:
             return HFReader(files, spec.hf_dataset, spec.hf_split, spec.text_field, spec.subset_field, spec.subsets,
                             spec.on_bad_record, spec.reader, spec.readers, start or None)
         file_idx, offset, stride = spec.units[u]
-        share = (spec.key, epoch) if spec.share > 1 else None  # rewarm.data.shared: one decompression per process
+        share = (spec.key, epoch, peers_of(spec, file_idx, stride)) if spec.share > 1 else None  # rewarm.data.shared
         return _PlainUnit(RecordReader(spec.files[file_idx], spec.text_field, spec.subset_field,
                                        on_bad_record=spec.on_bad_record, start=start or 0, stride=stride,
                                        offset=offset, subsets=spec.subsets, share=share))
@@ -295,6 +296,15 @@ class _PlainUnit:
         for doc in self.reader:
             self._next = doc.index + 1
             yield doc.index, doc
+
+
+def peers_of(spec: SubStreamSpec, file_idx: int, stride: int) -> int:
+    """Readers in this process of file ``file_idx`` at ``stride``: its units ``file_idx * stride + o`` owned by
+    one of ``spec.peers`` (unit ``u`` is read by stream ``u % readers``, rewarm.data.mixing). 0: unknown."""
+    if not spec.peers:
+        return 0
+    mine = set(spec.peers)
+    return sum((file_idx * stride + o) % spec.readers in mine for o in range(stride))
 
 
 def few(spec: SubStreamSpec) -> str:

@@ -51,6 +51,7 @@ def process_items(plan: Plan, tokenizer: Any, w: int, j0: int, states: dict[int,
     local = plan.local_streams
     per_process = local // plan.workers
     pool, makers = tokenize_pool(), {}
+    peers = tuple(plan.global_stream(t) for t in range(w * per_process, (w + 1) * per_process))
     rows = owned_rows(j0, local, per_process, w)
     while True:
         made: list[tuple[int, int, np.ndarray, int, list[int], dict[str, Any]]] = []
@@ -59,7 +60,8 @@ def process_items(plan: Plan, tokenizer: Any, w: int, j0: int, states: dict[int,
             for j in itertools.islice(rows, per_item):
                 t = j % local
                 if t not in makers:
-                    makers[t] = RowMaker(plan, plan.global_stream(t), tokenizer, states.get(t), pool, per_process)
+                    makers[t] = RowMaker(plan, plan.global_stream(t), tokenizer, states.get(t), pool, per_process,
+                                         peers)
                 maker = makers[t]
                 assert maker.pos == j // local, f"stream {maker.stream} is at row {maker.pos}, not {j // local}"
                 row, i, starts = maker.next_row()

@@ -31,8 +31,11 @@ class Behind(Exception):
 class SharedLines:
     """The lines of one file from line ``base`` on, read on demand by one decompressor."""
 
-    def __init__(self, lines: Iterator[tuple[int, bytes]]) -> None:
+    def __init__(self, lines: Iterator[tuple[int, bytes]], expected: int = 0) -> None:
         self._source, self._lines = lines, deque()
+        # readers still to come: until they have registered, lines below the registered readers are kept (up to
+        # WINDOW_BYTES), else the first reader's read-ahead would drop the lines the later ones start with
+        self._expected = expected
         self._base = self._next = 0  # line index of _lines[0]; of the next line to read
         self._bytes, self._error, self._done = 0, None, False
         self._readers: dict[int, int] = {}  # reader id -> the lowest line it may still ask for
@@ -45,6 +48,7 @@ class SharedLines:
                 raise Behind
             rid = next(self._ids)
             self._readers[rid] = start
+            self._expected -= 1
             return rid
 
     def leave(self, rid: int) -> None:
@@ -86,21 +90,22 @@ class SharedLines:
         self._next += 1
 
     def _trim(self) -> None:
-        low = min(self._readers.values(), default=self._next)
+        low = min(self._readers.values(), default=self._next) if self._expected <= 0 else self._base
         while self._lines and (self._base < low or self._bytes > WINDOW_BYTES):
             self._bytes -= len(self._lines.popleft())
             self._base += 1
 
 
 def shared_lines(key: Any, open_lines: Callable[[], Iterator[tuple[int, bytes]]], start: int, stride: int,
-                 offset: int) -> Iterator[tuple[int, bytes | None]]:
+                 offset: int, expected: int = 0) -> Iterator[tuple[int, bytes | None]]:
     """(n, raw line) of the lines ``n >= start`` with ``n % stride == offset`` of the file ``key`` names, from
     the window shared in this process under ``key``; last ``(lines - 1, None)`` at the end of the file.
-    ``open_lines()`` reads the file privately from line 0 (the decompressor of a new window)."""
+    ``open_lines()`` reads the file privately from line 0 (the decompressor of a new window); ``expected``: the
+    readers of this process that will share it (0: unknown)."""
     with _registry_lock:
         shared = _registry.get(key)
         if shared is None or shared._base > start:
-            shared = SharedLines(open_lines())
+            shared = SharedLines(open_lines(), expected)
             _registry[key] = shared
     n = start + (offset - start) % stride
     try:

@@ -151,7 +151,7 @@ class RecordReader:
             from rewarm.data.shared import shared_lines
 
             return shared_lines((self.path, self.stride, self.share), lambda: _jsonl_lines(self.path), self.start,
-                                self.stride, self.offset)
+                                self.stride, self.offset, self.share[-1] if isinstance(self.share, tuple) else 0)
         return _jsonl_lines(self.path, self.start)
 
     def _parse(self, n: int, raw: Any) -> Doc | None:
