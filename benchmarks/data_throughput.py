@@ -112,31 +112,38 @@ def bench_tokenizer(tok: Any, texts: list[str]) -> tuple[float, int]:
     return time.perf_counter() - t0, n
 
 
-def pipeline_cfg(files: list[str], seq_len: int) -> Any:
+def pipeline_cfg(files: list[str], seq_len: int, on_source_end: str = "stop") -> Any:
     from omegaconf import OmegaConf
 
     from rewarm.data.config import DataConfig
 
-    values = {"seq_len": seq_len, "num_workers": 1, "on_source_end": "stop",
+    values = {"seq_len": seq_len, "num_workers": 1, "on_source_end": on_source_end,
               "train": {"bench": {"paths": files, "shuffle_files": False}}}
     cfg = OmegaConf.to_object(OmegaConf.merge(OmegaConf.structured(DataConfig), OmegaConf.create(values)))
     cfg.validate()
     return cfg
 
 
-def bench_pipeline(tok: Any, files: list[str], seq_len: int, batch: int = 8) -> tuple[float, int, float]:
+def bench_pipeline(tok: Any, files: list[str], seq_len: int, batch: int = 8,
+                   total: int | None = None) -> tuple[float, int, float]:
     """(seconds, tokens) from the first batch on (steady state), and the seconds to the first batch
-    (worker start, first read); the startup is reported separately."""
+    (worker start, first read); the startup is reported separately. ``total``: make as many tokens as the corpus
+    holds (the tokenizer's count), whole batches: the streams (data.streams) end their parts at different rows,
+    so the stream is read with on_source_end=repeat and cut there; None: read until the first stream ends."""
     from rewarm.data import build_train_loader
 
-    loader = build_train_loader(pipeline_cfg(files, seq_len), tok, micro_batch_size=batch, seed=0, rank=0,
-                                world_size=1)
-    t0, t1, n = time.perf_counter(), None, 0
+    cfg = pipeline_cfg(files, seq_len, "stop" if total is None else "repeat")
+    loader = build_train_loader(cfg, tok, micro_batch_size=batch, seed=0, rank=0, world_size=1)
+    t0, t1, n, made = time.perf_counter(), None, 0, 0
     for b in loader:
+        size = b["input_ids"].numel() + b["input_ids"].shape[0]  # rows x (seq_len + 1)
+        if total is not None and made + size > total:
+            break
+        made += size
         if t1 is None:
             t1 = time.perf_counter()
             continue
-        n += b["input_ids"].numel() + b["input_ids"].shape[0]  # rows x (seq_len + 1)
+        n += size
     assert t1 is not None, "the corpus is smaller than one batch"
     return time.perf_counter() - t1, n, t1 - t0
 
@@ -264,9 +271,10 @@ def main(argv: list[str] | None = None) -> int:
     results: dict[str, float] = {}
     per_cpu: dict[str, float] = {}
     print(f"load average before: {os.getloadavg()[0]:.1f}")
+    corpus_tokens = bench_tokenizer(tok, texts)[1]  # the pipeline makes as many (whole batches), untimed here
     for round_ in range(1, args.repeat + 1):  # alternated, so that a slow spell of the machine hits all three
         for name, fn in (("tokenizer", lambda: bench_tokenizer(tok, texts)),
-                         ("pipeline", lambda: bench_pipeline(tok, files, args.seq_len)),
+                         ("pipeline", lambda: bench_pipeline(tok, files, args.seq_len, total=corpus_tokens)),
                          ("datasets_map", lambda: bench_datasets_map(tok, files, args.seq_len))):
             with Sampler() as sampler:
                 seconds, tokens, *startup = fn()
