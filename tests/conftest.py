@@ -115,3 +115,22 @@ def empty_config(tmp_path) -> Path:
     return p
 
 
+
+
+# A process group's environment (what Lightning's launcher, DeepSpeed or torchrun write into os.environ) set by one
+# in-process test must not reach the next: lm-eval's accelerate then takes a one-process run for a distributed one
+# (`RANK expected`), and a job submitted with the inherited environment starts with another rank layout.
+DIST_ENV = ("RANK", "LOCAL_RANK", "WORLD_SIZE", "LOCAL_WORLD_SIZE", "GROUP_RANK", "ROLE_RANK", "NODE_RANK",
+            "MASTER_ADDR", "MASTER_PORT", "TORCHELASTIC_RUN_ID", "CROSS_RANK", "CROSS_SIZE", "PMI_SIZE",
+            "OMPI_COMM_WORLD_SIZE", "MV2_COMM_WORLD_SIZE")
+_SESSION_DIST_ENV = {k: os.environ.get(k) for k in DIST_ENV}  # as the suite started (module fixtures included)
+
+
+@pytest.fixture(autouse=True)
+def _no_process_group_env_leaks():
+    yield
+    for k, v in _SESSION_DIST_ENV.items():
+        if v is None:
+            os.environ.pop(k, None)
+        else:
+            os.environ[k] = v
