@@ -278,34 +278,3 @@ def _interleave(bundles: Iterator[list[dict[str, Any]]], streams: int) -> Iterat
             for bundle in round_:
                 if t < len(bundle):
                     yield bundle[t]
-
-
-def _bundles(items: Iterator[dict[str, Any]], size: int) -> Iterator[list[dict[str, Any]]]:
-    """Lists of ``size`` consecutive items (fewer at the end, or before an error, which is raised after them)."""
-    bundle: list[dict[str, Any]] = []
-    try:
-        for item in items:
-            bundle.append(item)
-            if len(bundle) == size:
-                yield bundle
-                bundle = []
-    except Exception:
-        if bundle:
-            yield bundle
-        raise
-    if bundle:
-        yield bundle
-
-
-def _interleave(bundles: Iterator[list[dict[str, Any]]], streams: int) -> Iterator[dict[str, Any]]:
-    """Per-rank batch order from the workers' bundles. The DataLoader hands out items round-robin over the
-    workers, so a round of ``streams`` bundles holds batches k .. k + streams * size - 1, worker w's bundle the
-    ones of stream (k + w) % streams: batch k + w + streams * t is its item t."""
-    while True:
-        round_ = list(itertools.islice(bundles, streams))
-        if not round_:
-            return
-        for t in range(max(len(b) for b in round_)):
-            for bundle in round_:
-                if t < len(bundle):
-                    yield bundle[t]
