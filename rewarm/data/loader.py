@@ -24,7 +24,7 @@ import json
 import logging
 import os
 from collections.abc import Iterator
-from dataclasses import asdict
+from dataclasses import asdict, replace
 from typing import Any
 
 import torch
@@ -162,7 +162,7 @@ class TrainLoader:
         if self._legacy is not None:
             return self._legacy.state_dict()
         p = self.plan
-        return {"version": STATE_VERSION, "data_order": DATA_ORDER_VERSION, "fingerprint": self._fingerprint,
+        return {"version": STATE_VERSION, "data_order": p.data_order, "fingerprint": self._fingerprint,
                 "layout": self.layout(), "world": self.world(), "source_names": list(self.source_names),
                 "sub_sources": {s.key: s.source_id for s in p.subs},
                 "streams": {self._keys[t]: s for t, s in self._streams.items()}}
@@ -177,6 +177,11 @@ class TrainLoader:
             logger.info("data state of version 1 (before data.streams): this run continues in its data order")
             return
         check_compatible(state, self._fingerprint, self.layout(), self.plan.world_size)
+        order = int(state.get("data_order", 2))
+        if order != self.plan.data_order:
+            self.plan = replace(self.plan, data_order=order)
+            logger.info("data state of data order %d (now %d): this run continues in its data order", order,
+                        DATA_ORDER_VERSION)
         self._row, mine = rank_start(state, self.plan.streams, self.plan.world_size, self.plan.rank)
         self._streams = {t: {"pos": int(s["pos"]), "subs": {k: dict(c) for k, c in s["subs"].items()}}
                          for t, s in mine.items()}
@@ -243,6 +248,9 @@ def check_compatible(state: dict[str, Any], fingerprint: str, layout: dict[str, 
     different layout."""
     if not isinstance(state, dict) or state.get("version") not in (1, STATE_VERSION):
         raise ResumeError(f"data state: unknown format (expected version {STATE_VERSION})")
+    if state["version"] == STATE_VERSION and state.get("data_order", 2) not in (2, DATA_ORDER_VERSION):
+        raise ResumeError(f"data state of data order {state['data_order']}: this version reads orders 2 and "
+                          f"{DATA_ORDER_VERSION}; resume with the rewarm version that wrote it")
     if state["version"] == 1:
         saved = saved_world_size(state)
         raise ResumeError(f"data state was written before data.streams (data order 1, per-rank streams) by {saved} "

@@ -16,18 +16,23 @@ weight times the subset's share.
 Reads are disjoint: stream ``s`` is reader ``s`` of ``S``, owning the *units* ``u`` with ``u % S == s``
 among ``F * m`` units (file ``u // m``, records ``i % m == u % m``), where ``F`` = files of the source and
 ``m = ceil(S / F)``. Every record belongs to exactly one unit, so each pass uses every document exactly
-once across streams, hence across ranks and workers.
+once across streams, hence across ranks and workers. With ``shuffle_files`` (text sources, data order 3) stream
+``s`` is reader ``σ(s)`` instead, ``σ`` a permutation of the S readers seeded by ``(seed, source)``: another seed
+puts other documents in each step's rows even when a source has fewer files than there are streams.
 """
 
 from __future__ import annotations
 
+import functools
 import math
 from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
 
+from rewarm.data.chunks import key_hash
 from rewarm.data.packing import SubStream, SubStreamSpec, tokenize_pool
+from rewarm.data.state import DATA_ORDER_VERSION
 
 DRAW_BLOCK = 1024  # rows of a stream whose mixing uniforms come from one generator (made once per block)
 
@@ -75,6 +80,7 @@ class Plan:
     batch_docs: int
     eos_id: int
     vocab_size: int = 0  # pre-tokenized ids must be below it (0: unchecked)
+    data_order: int = DATA_ORDER_VERSION  # 2: a state written before the seeded readers goes on in its order
 
     @property
     def rows_per_step(self) -> int:
@@ -195,12 +201,28 @@ def sub_spec(plan: Plan, i: int, stream: int, in_process: int, peers: tuple[int,
     """What global stream ``stream`` reads of sub-stream ``i`` (``in_process``: streams read by its process;
     ``peers``: the global streams of that process, which share one decompression of a file)."""
     sub = plan.subs[i]
-    units = ((0, 0, 1),) if sub.backend == "datasets" else units_for(len(sub.files), stream, plan.streams)
+    units = ((0, 0, 1),) if sub.backend == "datasets" else units_for(len(sub.files), reader_of(plan, sub, stream),
+                                                                     plan.streams)
+    peers = tuple(reader_of(plan, sub, p) for p in peers)  # the units the peers read are their readers' units
     return SubStreamSpec(sub.key, sub.files, units, sub.text_field, sub.subset_field, sub.subsets,
                          sub.shuffle_files, plan.on_source_end, plan.on_bad_record, plan.seed, sub.backend,
                          sub.hf_dataset, sub.hf_split, stream, plan.streams, shuffle_docs=sub.shuffle_docs,
                          append_eos=sub.append_eos, first_row=sub.first_row, row_len=plan.seq_len + 1,
                          vocab_size=plan.vocab_size, share=in_process, peers=peers)
+
+
+def reader_of(plan: Plan, sub: SubSource, stream: int) -> int:
+    """The reader (of ``plan.streams``) whose file parts global stream ``stream`` reads: a permutation seeded by
+    (seed, source) for text sources with ``shuffle_files`` (data order 3), else the stream itself. Pre-tokenized
+    sources keep theirs (their documents are shuffled by seed, and Pythia's rows must stay in place)."""
+    if plan.data_order < 3 or not sub.shuffle_files or sub.backend != "plain":
+        return stream
+    return _readers(plan.seed, sub.key, plan.streams)[stream]
+
+
+@functools.lru_cache(maxsize=64)
+def _readers(seed: int, key: str, streams: int) -> tuple[int, ...]:
+    return tuple(int(r) for r in np.random.default_rng([seed, key_hash(key), 3]).permutation(streams))
 
 
 def stream_batch_docs(batch_docs: int, in_process: int) -> int:

@@ -77,12 +77,12 @@ def encode(tokenizer: Any, texts: list[str], eos_id: int) -> tuple[np.ndarray, n
 
 def flatten_ids(encodings: Sequence[Any], eos_id: int) -> tuple[np.ndarray, np.ndarray]:
     """(flat ids (n_tokens,) int32 with EOS after each document, starts (n_docs + 1,) int64)."""
-    starts = np.zeros(len(encodings) + 1, dtype=np.int64)
-    np.cumsum(np.fromiter((len(e) + 1 for e in encodings), dtype=np.int64, count=len(encodings)), out=starts[1:])
-    eos = [eos_id]
-    flat = np.fromiter(itertools.chain.from_iterable(e.ids + eos for e in encodings), dtype=TOKEN_DTYPE,
-                       count=int(starts[-1]))
-    return flat, starts
+    n = len(encodings)
+    starts = np.zeros(n + 1, dtype=np.int64)
+    np.cumsum(np.fromiter((len(e) + 1 for e in encodings), dtype=np.int64, count=n), out=starts[1:])
+    ids = np.fromiter(itertools.chain.from_iterable(e.ids for e in encodings), dtype=TOKEN_DTYPE,
+                      count=int(starts[-1]) - n)
+    return np.insert(ids, starts[1:] - 1 - np.arange(n), eos_id), starts  # each EOS where its document ends
 
 
 def chunk_of(batch: TextBatch, flat: np.ndarray, starts: np.ndarray) -> Chunk:
@@ -243,10 +243,12 @@ class ChunkReader:
                 raise DataError(f"source {self.spec.key}: a whole pass over {len(order)} file part(s) gave no "
                                 f"usable document (files: {', '.join(self.spec.files[:3])}...){few(self.spec)}")
             if self.spec.on_source_end == "stop":
-                logger.info("source %s: end of pass %d, stopping (data.on_source_end=stop)", self.spec.key, epoch)
+                logger.log(_pass_level(self.spec), "source %s: end of pass %d, stopping (data.on_source_end=stop)%s",
+                           self.spec.key, epoch, _which(self.spec))
                 raise SourceExhausted(self.spec.key)
             epoch, unit, record = epoch + 1, 0, 0
-            logger.info("source %s: starting pass %d (files in a new order)", self.spec.key, epoch)
+            logger.log(_pass_level(self.spec), "source %s: starting pass %d (files in a new order)%s", self.spec.key,
+                       epoch, _which(self.spec))
 
     def _unit_batches(self, epoch: int, unit: int, u: int, start: Any, skipped: int) -> Iterator[TextBatch]:
         reader = self._open(epoch, u, start)
@@ -296,6 +298,16 @@ class _PlainUnit:
         for doc in self.reader:
             self._next = doc.index + 1
             yield doc.index, doc
+
+
+def _pass_level(spec: SubStreamSpec) -> int:
+    """A pass's start or end is logged at INFO by stream 0 only (the others at DEBUG): one line per pass, not one per
+    stream (``data/<source>/passes`` counts the furthest stream)."""
+    return logging.INFO if spec.reader == 0 else logging.DEBUG
+
+
+def _which(spec: SubStreamSpec) -> str:
+    return f" (stream {spec.reader} of {spec.readers})" if spec.readers > 1 else ""
 
 
 def peers_of(spec: SubStreamSpec, file_idx: int, stride: int) -> int:

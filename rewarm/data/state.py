@@ -1,10 +1,10 @@
 """Pure helpers on the pipeline state carried by ``batch["data_state"]`` (no torch import).
 
-Format (``version`` 2, ``data_order`` 2; see /work/helpers/streams-api.md and docs/resuming.md): one cursor
+Format (``version`` 2, ``data_order`` 3; see docs/resuming.md): one cursor
 per *global* logical stream, keyed by the stream's number as a string, so a state saved by N ranks loads on
 M ranks (each rank takes its own streams)::
 
-    {"version": 2, "data_order": 2, "fingerprint": str,
+    {"version": 2, "data_order": 3, "fingerprint": str,
      "layout": {"streams": S, "seed": int, "seq_len": int, "rows_per_step": G},   # must match on resume
      "world": {"world_size": W, "workers": K, "micro_batch_size": B, "grad_accum_steps": A},  # informational
      "source_names": [...], "sub_sources": {sub key: source index},
@@ -21,7 +21,12 @@ from typing import Any
 from rewarm.errors import ResumeError
 
 STATE_VERSION = 2
-DATA_ORDER_VERSION = 2  # 1: per-rank streams (before data.streams); 2: data.streams global streams
+DATA_ORDER_VERSION = 3
+"""1: per-rank streams (before data.streams); 2: data.streams global streams, stream s reading the file parts of
+reader s; 3: as 2, but with ``shuffle_files`` a text source's file parts go to the streams in a permutation seeded
+by (run.seed, source), so that another seed reads the documents in another order (in 2 it only moved the order of
+a stream's own parts, which is none when a source has fewer files than there are streams). A state of order 2
+goes on in order 2."""
 
 
 def stream_cursors(state: dict[str, Any]) -> list[dict[str, Any]]:

@@ -31,13 +31,13 @@ def corpus(root: Path, n: int = 48, files: int = 2, start: int = 0) -> list[str]
     return [str(write_jsonl(root / f"c{start}_{f}.jsonl.zst", docs[f * per:(f + 1) * per])) for f in range(files)]
 
 
-def run(cfg, tok, world: int, steps: int, *, state: dict | None = None) -> tuple[list[dict], dict]:
+def run(cfg, tok, world: int, steps: int, *, state: dict | None = None, seed: int = 3) -> tuple[list[dict], dict]:
     """The first ``steps`` global batches of a run on ``world`` ranks (micro batch G / world / 2, accumulation
     2), as dicts of (G, ...) tensors in global row order, and the state gathered after them."""
     mb, accum = G // world // 2, 2
     per_rank, states = [], []
     for rank in range(world):
-        loader = build_train_loader(cfg, tok, micro_batch_size=mb, seed=3, rank=rank, world_size=world,
+        loader = build_train_loader(cfg, tok, micro_batch_size=mb, seed=seed, rank=rank, world_size=world,
                                     grad_accum_steps=accum)
         if state is not None:
             loader.load_state_dict(state)
@@ -169,6 +169,37 @@ def test_a_state_saved_on_2_ranks_continues_on_1_and_then_4(tokenizer, data_cfg,
     assert sorted(seen) == list(range(48))  # each document once over the streams' first passes
 
 
+def test_another_seed_reads_other_documents_in_each_step_and_each_once_per_pass(tokenizer, data_cfg, text):
+    """2 files for 8 streams (each stream one part of a file): the seed permutes which part each stream reads
+    (data order 3), so two seeds make other steps; without shuffle_files it changes nothing."""
+    cfg = data_cfg(seq_len=16, streams=8, num_workers=0, train={"down": {"paths": text["down"]}})
+    a, _ = run(cfg, tokenizer, 1, 14, seed=3)
+    b, _ = run(cfg, tokenizer, 2, 14, seed=4)
+    assert not torch.equal(a[0]["input_ids"], b[0]["input_ids"])
+    for batches in (a, b):
+        seen = []
+        for ids in first_pass_docs(tokenizer, batches, 8).values():
+            seen += ids[: next(i for i in range(len(ids)) if ids[i] in ids[:i])]
+        assert sorted(seen) == list(range(48))
+    fixed = data_cfg(seq_len=16, streams=8, num_workers=0, train={"down": {"paths": text["down"], "shuffle_files": False}})
+    assert equal(run(fixed, tokenizer, 1, 3, seed=3)[0], run(fixed, tokenizer, 1, 3, seed=4)[0])
+
+
+def test_a_state_of_data_order_2_goes_on_in_order_2(tokenizer, data_cfg, text):
+    """A state written before the seeded readers (data order 2: stream s reads reader s's parts) continues in
+    that order and keeps writing order 2; order 3 reads other parts; an unknown order is refused."""
+    cfg = data_cfg(seq_len=16, streams=8, num_workers=0, train={"down": {"paths": text["down"]}})
+    fixed = data_cfg(seq_len=16, streams=8, num_workers=0, train={"down": {"paths": text["down"], "shuffle_files": False}})
+    order2 = run(fixed, tokenizer, 1, 4)[0]  # with 1 part per stream, order 2 is the unshuffled order
+    loader = build_train_loader(cfg, tokenizer, micro_batch_size=4, seed=3, rank=0, world_size=1, grad_accum_steps=2)
+    zero = dict(loader.state_dict(), data_order=2)
+    resumed = run(cfg, tokenizer, 1, 4, state=zero)
+    assert equal(resumed[0], order2) and resumed[1]["data_order"] == 2
+    assert not equal(run(cfg, tokenizer, 1, 4)[0], order2)
+    with pytest.raises(ResumeError, match="data order 9"):
+        loader.load_state_dict(dict(zero, data_order=9))
+
+
 def test_a_state_that_cannot_continue_is_refused_naming_the_numbers(tokenizer, data_cfg, text):
     cfg = data_cfg(seq_len=16, streams=8, num_workers=0, train={"down": {"paths": text["down"]}})
     _, state = run(cfg, tokenizer, 2, 1)
@@ -206,3 +237,11 @@ def test_a_state_of_version_1_goes_on_in_its_own_order_on_its_world_size(tokeniz
     new = list(itertools.islice(iter(build_train_loader(cfg, tokenizer, micro_batch_size=2, seed=3, rank=1,
                                                         world_size=2)), 9))
     assert not all(torch.equal(a["input_ids"], b["input_ids"]) for a, b in zip(new, full, strict=True))
+
+
+def test_a_new_pass_is_logged_once_not_once_per_stream(tokenizer, data_cfg, text, caplog):
+    cfg = data_cfg(seq_len=16, streams=8, num_workers=0, train={"down": {"paths": text["down"]}})
+    with caplog.at_level("INFO", logger="rewarm.data.packing"):
+        run(cfg, tokenizer, 1, 14)  # every stream goes past its first pass
+    lines = [r.getMessage() for r in caplog.records if r.levelname == "INFO" and "starting pass 1" in r.getMessage()]
+    assert lines == ["source down: starting pass 1 (files in a new order) (stream 0 of 8)"]
