@@ -61,6 +61,18 @@ def _hashes(ckpt_dir: Path, files: list[str]) -> dict[str, str]:
         return dict(zip(files, pool.map(lambda rel: file_sha256(ckpt_dir / rel), files), strict=True))
 
 
+def write_atomic(path: Path, text: str) -> None:
+    """Write ``text`` to ``path`` through a temporary file and a rename: a reader (or a kill, or a full disk) never
+    sees half a file; the temporary file is removed when the write fails."""
+    tmp = path.with_name(path.name + ".tmp")
+    try:
+        tmp.write_text(text)
+    except OSError:
+        tmp.unlink(missing_ok=True)
+        raise
+    os.replace(tmp, path)
+
+
 def write_manifest(ckpt_dir: Path, info: dict[str, Any]) -> None:
     files = _files(ckpt_dir / STATE)
     manifest = {**info, "files": files, "sha256": _hashes(ckpt_dir, list(files)), "complete": True}

@@ -169,6 +169,7 @@ def read_decision(group_dir: Path, fraction: float, keep: int, names: list[str])
 def decide(members: list[Member], fraction: float, keep: int, group_dir: Path) -> dict[str, Any]:
     """Fit the law on the partial curves, forecast every member, keep the ``keep`` best by the objective; write
     ``forecast_fit.json``, each member's ``forecast.json`` and, last, ``prune.json``."""
+    from rewarm.checkpoints.store import write_atomic
     from rewarm.forecast import fit_run_dirs, objective, predict_config, save_fit
 
     t0 = time.perf_counter()
@@ -185,13 +186,13 @@ def decide(members: list[Member], fraction: float, keep: int, group_dir: Path) -
     for rank, m in enumerate(order, 1):
         doc = forecast_doc(forecasts[m.name], pruned=m.name not in kept, rank=rank, score=scores[m.name],
                            stop=m.stop_step, max_steps=m.max_steps)
-        write_json(m.run_dir / FORECAST_FILE, doc)
+        write_atomic(m.run_dir / FORECAST_FILE, _json(doc))
         rows.append({"name": m.name, "rank": rank, "objective": scores[m.name], "kept": m.name in kept,
                      "stop_step": m.stop_step, "max_steps": m.max_steps, "sets": doc["sets"]})
     decision = {"fraction": fraction, "keep": keep, "fit": FIT_FILE, "kept": kept, "runs": rows,
                 "steps_full": sum(m.max_steps for m in members),
                 "steps_pruned": sum(m.max_steps if m.name in kept else m.stop_step for m in members)}
-    write_json(group_dir / PRUNE_FILE, decision)
+    write_atomic(group_dir / PRUNE_FILE, _json(decision))
     return decision
 
 
@@ -203,10 +204,8 @@ def forecast_doc(sets: dict[str, Any], *, pruned: bool, rank: int, score: float,
                             "curve": [[int(s), float(v)] for s, v in f.curve]} for name, f in sets.items()}}
 
 
-def write_json(path: Path, doc: dict[str, Any]) -> None:
-    tmp = path.with_name(path.name + ".tmp")
-    tmp.write_text(json.dumps(doc, indent=1) + "\n")
-    tmp.replace(path)
+def _json(doc: dict[str, Any]) -> str:
+    return json.dumps(doc, indent=1) + "\n"
 
 
 def summary_lines(decision: dict[str, Any], dirs: list[Path]) -> list[str]:

@@ -33,7 +33,7 @@ class ForecastCallback(L.Callback):
 
     def __init__(self, fit: Any, cfg: Any, sets: list[str], run_dir: Path | None = None) -> None:
         self.fit, self.cfg, self.sets, self.run_dir = fit, cfg, list(sets), run_dir
-        self.observed: dict[str, list[tuple[int, float]]] = {s: [] for s in self.sets}
+        self.observed: dict[str, dict[int, float]] = {s: {} for s in self.sets}  # set -> step -> loss
         self.columns = forecast_columns(self.sets)
         self._warned = False
 
@@ -62,14 +62,15 @@ class ForecastCallback(L.Callback):
     def on_train_start(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
         """A resumed run: the points measured before its checkpoint, from metrics.csv."""
         if trainer.global_step > 0 and self.run_dir is not None:
-            self.observed = earlier_losses(self.run_dir / "metrics.csv", self.sets, before=trainer.global_step)
+            earlier = earlier_losses(self.run_dir / "metrics.csv", self.sets, before=trainer.global_step)
+            self.observed = {s: dict(points) for s, points in earlier.items()}
 
     def on_validation(self, step: int, losses: dict[str, float]) -> dict[str, float]:
         """This validation's losses joined to the run's curve; the forecast's metrics (empty when it fails: a
         forecast must never stop a training run)."""
         for s in self.sets:
             if s in losses and math.isfinite(losses[s]):
-                self.observed[s] = [p for p in self.observed[s] if p[0] != step] + [(step, float(losses[s]))]
+                self.observed[s][step] = float(losses[s])
         try:
             return self.forecast()
         except Exception as e:  # noqa: BLE001 - logged once; the run goes on without forecasts
@@ -82,7 +83,7 @@ class ForecastCallback(L.Callback):
     def forecast(self) -> dict[str, float]:
         from rewarm.forecast import predict_config, refit_offsets
 
-        fit = refit_offsets(self.fit, self.cfg, self.observed)
+        fit = refit_offsets(self.fit, self.cfg, {s: sorted(points.items()) for s, points in self.observed.items()})
         out: dict[str, float] = {}
         for s, f in predict_config(fit, self.cfg).items():
             if s in self.sets:
@@ -94,9 +95,9 @@ class ForecastCallback(L.Callback):
 
 def earlier_losses(path: Path, sets: list[str], *, before: int) -> dict[str, list[tuple[int, float]]]:
     """``val/<set>/loss`` of the rows of metrics.csv below step ``before`` (a resumed run's own past)."""
-    out: dict[str, list[tuple[int, float]]] = {s: [] for s in sets}
+    out: dict[str, dict[int, float]] = {s: {} for s in sets}
     if not path.is_file():
-        return out
+        return {s: [] for s in sets}
     with path.open(newline="") as f:
         for row in csv.DictReader(f):
             try:
@@ -106,5 +107,5 @@ def earlier_losses(path: Path, sets: list[str], *, before: int) -> dict[str, lis
             for s in sets:
                 text = row.get(f"val/{s}/loss")
                 if step < before and text not in (None, ""):
-                    out[s] = [p for p in out[s] if p[0] != step] + [(step, float(text))]
-    return {s: sorted(v) for s, v in out.items()}
+                    out[s][step] = float(text)  # a step written twice: the later row
+    return {s: sorted(points.items()) for s, points in out.items()}

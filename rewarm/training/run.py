@@ -200,8 +200,7 @@ def stopped_before(step: int | None, stop_at_step: int | None, max_steps: int) -
 
 def build_forecast_callback(cfg: RunConfig, val_sets: list[Any]) -> list[Any]:
     """With ``forecast.fit`` set: the callback that logs ``forecast/<set>/final_loss`` at every validation."""
-    fit_path = getattr(getattr(cfg, "forecast", None), "fit", None)
-    if not fit_path:
+    if not cfg.forecast.fit:
         return []
     from rewarm.training.forecast import ForecastCallback
 
@@ -291,10 +290,12 @@ def run_layout(cfg: RunConfig, plan: BatchPlan) -> Any:
 def start_run(cfg: RunConfig, plan: BatchPlan, trainer: Any, checkpointer: Any, loggers: list[Any], point: Any, *,
               resuming: bool) -> None:
     """Rank 0: set newer checkpoints aside, write config.yaml, start metrics.csv at the resume point, say so."""
+    from rewarm.checkpoints.store import write_atomic
+
     if not trainer.is_global_zero:
         return
     checkpointer.set_aside(point.step)  # newer checkpoints are another history (skipped invalid, or a rewind)
-    _write_atomic(cfg.run_dir / "config.yaml", to_yaml(cfg))  # a full disk must not leave half a config
+    write_atomic(cfg.run_dir / "config.yaml", to_yaml(cfg))  # a full disk must not leave half a config
     loggers[0].start(point.first_new_row)
     log.info("run %s: %d steps x %d tokens/step = %d tokens; %s", cfg.run.name, plan.max_steps,
              plan.tokens_per_step, plan.total_tokens, f"resuming at step {point.step}" if resuming else "fresh")
@@ -401,21 +402,11 @@ def _exit_preempted(run_dir: Path, *, requeue: bool) -> None:
 
 def write_summary(run_dir: Path, module: Any, step: int) -> None:
     """Written last: its presence marks a finished run (sweeps skip those)."""
+    from rewarm.checkpoints.store import write_atomic
+
     summary = {"finished": True, "step": step, "tokens": module.tokens_seen,
                "final": module.final_metrics}
-    tmp = run_dir / "summary.json.tmp"
-    tmp.write_text(json.dumps(summary, indent=1, sort_keys=True))
-    os.replace(tmp, run_dir / "summary.json")
-
-
-def _write_atomic(path: Path, text: str) -> None:
-    tmp = path.with_name(path.name + ".tmp")
-    try:
-        tmp.write_text(text)
-    except OSError:
-        tmp.unlink(missing_ok=True)
-        raise
-    os.replace(tmp, path)
+    write_atomic(run_dir / "summary.json", json.dumps(summary, indent=1, sort_keys=True))
 
 
 def _read(path: Path) -> str | None:
