@@ -1,12 +1,17 @@
-"""One tokenizing pool per reading process, shared by all its logical streams: the batches of documents that
-wait are encoded together in one ``encode_batch`` call.
+"""One tokenizing pool per reading process, shared by all its logical streams.
 
 With ``data.streams`` streams in a process each stream reads small batches (rewarm.data.mixing
-``stream_batch_docs``: 16 documents with 64 streams); one call per batch keeps the tokenizer's threads
-starved (a Rust call has a fixed cost and splits its batch over the cores). The pool's threads each take
-every request waiting (up to ``MAX_DOCS`` documents), encode their documents in one call and hand each
-request its own share. Tokenization is per document, so each request's result is what its own call would
-give: how the requests are grouped changes the speed only, never a token.
+``stream_batch_docs``: 16 documents with 64 streams). Two ways to keep the cores busy with them:
+
+* the tokenizer's own threads (TOKENIZERS_PARALLELISM on; reading in the training process): a Rust call has a
+  fixed cost and splits its batch over the cores, so one call per small batch keeps those threads starved. The
+  pool's threads each take every request waiting (up to ``gather_docs`` documents), encode them in one call and
+  hand each request its own share;
+* a single-threaded tokenizer (every DataLoader worker, rewarm.data.workers): one pool thread per core, each
+  encoding one request per call (``gather_docs=0``). No call waits for a batch to gather and none is split.
+
+Tokenization is per document, so each request's result is what its own call would give: how the requests are
+grouped changes the speed only, never a token.
 """
 
 from __future__ import annotations
@@ -24,7 +29,8 @@ MAX_DOCS = 1024  # documents per encode call at most (the bare tokenizer reaches
 class _Work:
     """What the pool's threads share (they never reference the pool, so a dropped pool stops them)."""
 
-    def __init__(self) -> None:
+    def __init__(self, gather_docs: int) -> None:
+        self.gather_docs = gather_docs
         self.cond = threading.Condition()
         self.queue: deque[tuple[Any, list[str], int, Future, Callable]] = deque()
         self.stop = False
@@ -33,14 +39,19 @@ class _Work:
 class EncodePool:
     """``submit(encode, tokenizer, texts, eos_id)`` like a ThreadPoolExecutor's, for ``encode``-like functions
     ``fn(tokenizer, texts, eos_id) -> (flat, starts)``; requests of the same tokenizer and function waiting at
-    once are encoded in one call of ``fn`` on the concatenated texts, then cut back per request."""
+    once are encoded in one call of ``fn`` on the concatenated texts (up to ``gather_docs`` documents; 0: one
+    request per call), then cut back per request."""
 
-    def __init__(self, threads: int, thread_name_prefix: str = "rewarm-tokenize") -> None:
-        self._work = _Work()
+    def __init__(self, threads: int, thread_name_prefix: str = "rewarm-tokenize", gather_docs: int = MAX_DOCS) -> None:
+        self._work = _Work(gather_docs)
         self._threads = [threading.Thread(target=_run, args=(self._work,), daemon=True,
                                           name=f"{thread_name_prefix}_{i}") for i in range(threads)]
         self._started = False
         weakref.finalize(self, _stop, self._work)
+
+    @property
+    def threads(self) -> int:
+        return len(self._threads)
 
     def submit(self, fn: Callable, tokenizer: Any, texts: list[str], eos_id: int) -> Future:
         future: Future = Future()
@@ -64,7 +75,8 @@ def _stop(work: _Work) -> None:
 
 
 def _take(work: _Work) -> list[tuple[Any, list[str], int, Future, Callable]] | None:
-    """The requests waiting (same tokenizer, eos and function as the first), up to MAX_DOCS documents."""
+    """The requests waiting (same tokenizer, eos and function as the first), up to ``gather_docs`` documents
+    (at least the first request)."""
     with work.cond:
         while not work.queue and not work.stop:
             work.cond.wait()
@@ -73,7 +85,7 @@ def _take(work: _Work) -> list[tuple[Any, list[str], int, Future, Callable]] | N
         group = [work.queue.popleft()]
         tok, _, eos, _, fn = group[0]
         n = len(group[0][1])
-        while work.queue and n + len(work.queue[0][1]) <= MAX_DOCS:
+        while work.queue and n + len(work.queue[0][1]) <= work.gather_docs:
             nxt = work.queue[0]
             if nxt[0] is not tok or nxt[2] != eos or nxt[4] is not fn:
                 break

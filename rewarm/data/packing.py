@@ -6,9 +6,9 @@ A ``SubStream`` is the documents one reader (rank, stream) owns in one source (o
 (EOS included), plus counters. Restoring re-opens that unit and re-reads it up to ``record`` (cost: at most
 one shard) and re-tokenizes from there; tokenization is per document, so rows come out identical.
 
-Three stages overlap: per sub-stream a thread reads and parses batches of documents; a small pool per
-logical stream tokenizes the next batches into int32 arrays (the Rust tokenizer releases the GIL and runs on
-its own threads); the caller cuts rows. Batches are consumed in the order they were read, so threads change
+Three stages overlap: per sub-stream a thread reads and parses batches of documents; one pool per reading
+process tokenizes the next batches into int32 arrays (the Rust tokenizer releases the GIL; in a DataLoader
+worker one pool thread per core, each call single-threaded; see ``tokenize_pool``); the caller cuts rows. Batches are consumed in the order they were read, so threads change
 no result. Token arrays are int32 until the loader makes the model's int64 tensors.
 """
 
@@ -17,6 +17,7 @@ from __future__ import annotations
 import itertools
 import logging
 import os
+import sys
 from collections import deque
 from collections.abc import Iterator, Sequence
 from concurrent.futures import Future
@@ -33,26 +34,51 @@ from rewarm.errors import DataError
 
 logger = logging.getLogger(__name__)
 __all__ = ["Chunk", "ChunkReader", "SourceExhausted", "SubStream", "SubStreamSpec", "encode", "encoded", "flatten_ids",
-           "initial_cursor", "tokenize_ahead", "tokenize_pool", "unit_order"]
+           "dataloader_workers", "initial_cursor", "reading_cores", "single_threaded_tokenizer", "tokenize_ahead",
+           "tokenize_pool", "unit_order"]
 
 
 TOKEN_DTYPE = np.int32
 
 
+def single_threaded_tokenizer() -> bool:
+    """Whether ``tokenizers`` runs each call on this thread alone (TOKENIZERS_PARALLELISM off, as in every
+    DataLoader worker: rewarm.data.workers)."""
+    return os.environ.get("TOKENIZERS_PARALLELISM", "true").strip().lower() in {"", "off", "false", "f", "no", "n", "0"}
+
+
 def tokenize_ahead() -> int:
-    """Batches of documents a logical stream tokenizes at once (its pool's threads, and each sub-stream's
-    batches in flight): 3 while the tokenizer runs its own threads, so that they never wait while a finished
-    call hands its results over under the GIL (1 -> 3: 1.97 -> 2.11 M tokens/s on 2 cores, the bare tokenizer
-    2.13; benchmarks/data_throughput.py). 2 when it is single-threaded (several workers set
-    TOKENIZERS_PARALLELISM=false): each call keeps one core busy, one call beside the consumer is enough.
-    A call holds ~100 bytes per token of encodings until they are flattened to int32."""
-    off = os.environ.get("TOKENIZERS_PARALLELISM", "true").strip().lower() in {"", "off", "false", "f", "no", "n", "0"}
-    return 2 if off else 3
+    """Batches of documents a lone logical stream has in flight: 3 while the tokenizer runs its own threads, so
+    that they never wait while a finished call hands its results over under the GIL (1 -> 3: 1.97 -> 2.11 M
+    tokens/s on 2 cores, the bare tokenizer 2.13; benchmarks/data_throughput.py); 2 when it is single-threaded.
+    A batch holds ~100 bytes per token of encodings until it is flattened to int32."""
+    return 2 if single_threaded_tokenizer() else 3
+
+
+def reading_cores() -> int:
+    """The cores of this reading process: those it may run on (a SLURM allocation or taskset limits them),
+    shared out among the DataLoader workers of its rank when it is one of them."""
+    cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1
+    workers = dataloader_workers()
+    return max(1, cores // (workers or 1))
+
+
+def dataloader_workers() -> int | None:
+    """The number of DataLoader workers of this rank when this process is one of them, else None."""
+    data = sys.modules.get("torch.utils.data")  # only a DataLoader worker (torch loaded) has worker info
+    info = data.get_worker_info() if data is not None else None
+    return None if info is None else info.num_workers
 
 
 def tokenize_pool() -> EncodePool:
-    """The threads of one reading process that tokenize (``encode``) for all its streams and sub-streams: at
-    most ``tokenize_ahead()`` calls run at once, each on every batch waiting (rewarm.data.encode_pool)."""
+    """The threads of one reading process that tokenize (``encode``) for all its streams and sub-streams
+    (rewarm.data.encode_pool). A DataLoader worker (single-threaded tokenizer, rewarm.data.workers): one thread
+    per core of ``reading_cores()``, each encoding one batch per call. Reading in the training process: 3
+    threads whose calls take every batch waiting, so that the tokenizer's own threads get large calls to split
+    (2 if the user turned those off). With one worker on 2 cores the first made the pipeline 10 % faster than
+    the second (tokens per CPU-second against the bare tokenizer: 0.864 -> 0.992; benchmarks/data_throughput.py)."""
+    if single_threaded_tokenizer() and dataloader_workers() is not None:
+        return EncodePool(reading_cores(), thread_name_prefix="rewarm-tokenize", gather_docs=0)
     return EncodePool(tokenize_ahead(), thread_name_prefix="rewarm-tokenize")
 
 

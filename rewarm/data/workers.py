@@ -58,10 +58,10 @@ def _backend(tokenizer: Any) -> Any:
 
 
 def _start_method(cfg: DataConfig) -> Any:
-    """auto: one worker -> forkserver, several -> fork. A forked child of a process whose tokenizer already
-    ran threads must tokenize single-threaded (tokenizers disables its thread pool there), which halves the
-    speed of a lone worker; with several workers each is single-threaded anyway and fork starts fastest.
-    The forkserver preloads this module (torch) once, so later worker starts are cheap."""
+    """auto: one worker -> forkserver, several -> fork. Every worker tokenizes single-threaded on its own
+    threads (``_worker_init``), so fork costs none of a lone worker's speed; the forkserver keeps a lone worker
+    out of the threads of the training process (wandb, the tokenizer's pool) and preloads this module (torch)
+    once, so later worker starts are cheap. With several workers fork starts fastest."""
     import multiprocessing
 
     method = cfg.worker_start if cfg.worker_start != "auto" else ("forkserver" if cfg.num_workers == 1 else "fork")
@@ -106,9 +106,9 @@ def _worker_init(worker_id: int) -> None:
     # SLURM signals every process of the job step: the main process checkpoints, stops and shuts the workers down
     signal.signal(signal.SIGTERM, signal.SIG_IGN)
     signal.signal(signal.SIGUSR1, signal.SIG_IGN)
-    info = torch.utils.data.get_worker_info()
-    if info is not None and info.num_workers > 1:
-        os.environ["TOKENIZERS_PARALLELISM"] = "false"  # several workers already use the cores
+    # A worker tokenizes single-threaded on threads of its own, one per core it has (rewarm.data.packing
+    # tokenize_pool): faster than the tokenizer's own threads, which split each small call over the cores.
+    os.environ["TOKENIZERS_PARALLELISM"] = "false"
     torch.set_num_threads(1)
     own_tqdm_lock()
 

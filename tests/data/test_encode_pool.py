@@ -31,6 +31,27 @@ def test_grouped_batches_get_the_tokens_of_their_own_call(tokenizer):
     pool.shutdown()
 
 
+def test_without_gathering_each_batch_is_its_own_call(tokenizer):
+    """gather_docs=0 (a single-threaded tokenizer, one pool thread per core): one call per batch, even when
+    batches wait."""
+    backend = tokenizer.backend_tokenizer
+    batches = [[f"doc {b}.{d} " * (d + 1) for d in range(b % 3 + 1)] for b in range(8)]
+    calls, gate = [], threading.Event()
+
+    def counted(tok, texts, eos):
+        gate.wait(5)
+        calls.append(len(texts))
+        return encode(tok, texts, eos)
+
+    pool = EncodePool(2, gather_docs=0)
+    futures = [pool.submit(counted, backend, texts, 0) for texts in batches]
+    gate.set()
+    for texts, future in zip(batches, futures, strict=True):
+        assert future.result(timeout=10)[0].tolist() == encode(backend, texts, 0)[0].tolist()
+    assert sorted(calls) == sorted(map(len, batches)) and pool.threads == 2
+    pool.shutdown()
+
+
 def test_an_error_goes_to_its_own_batch_only(tokenizer):
     backend = tokenizer.backend_tokenizer
     gate = threading.Event()

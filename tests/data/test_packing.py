@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
+import torch
 from data_helpers import records, write_jsonl
 
 from rewarm.data.packing import (
@@ -14,6 +15,8 @@ from rewarm.data.packing import (
     encode,
     encoded,
     flatten_ids,
+    reading_cores,
+    single_threaded_tokenizer,
     tokenize_ahead,
     tokenize_pool,
 )
@@ -131,4 +134,35 @@ def test_sub_streams_share_their_stream_pool(tokenizer, tmp_path, data_cfg):
         next(batches)
     started = data_threads() - before
     assert sum(t.name == "rewarm-data-prefetch" for t in started) == 4  # a reading thread per subset
-    assert 1 <= sum(t.name.startswith("rewarm-tokenize") for t in started) <= tokenize_ahead()
+    assert 1 <= sum(t.name.startswith("rewarm-tokenize") for t in started) <= tokenize_ahead()  # in-process
+
+
+class _WhatAWorkerSees(torch.utils.data.Dataset):
+    def __len__(self) -> int:
+        return 4
+
+    def __getitem__(self, i: int) -> tuple[int, bool, int, int]:
+        import os
+
+        pool = tokenize_pool()
+        threads = pool.threads
+        pool.shutdown()
+        return reading_cores(), single_threaded_tokenizer(), threads, os.getpid()
+
+
+@pytest.mark.parametrize("workers", [1, 2])
+def test_a_worker_tokenizes_single_threaded_on_its_share_of_the_cores(monkeypatch, workers):
+    """Every DataLoader worker (rewarm.data.workers) turns the tokenizer's own threads off and runs one pool thread
+    per core it has: the cores this process may use, divided among the rank's workers."""
+    import os
+
+    from rewarm.data.workers import _worker_init
+
+    monkeypatch.setenv("TOKENIZERS_PARALLELISM", "true")
+    loader = torch.utils.data.DataLoader(_WhatAWorkerSees(), batch_size=None, num_workers=workers,
+                                         worker_init_fn=_worker_init, multiprocessing_context="spawn")
+    seen = list(loader)
+    want = max(1, len(os.sched_getaffinity(0)) // workers)
+    assert {(cores, single, threads) for cores, single, threads, _ in seen} == {(want, True, want)}
+    assert len({pid for *_, pid in seen}) == workers
+    assert reading_cores() == len(os.sched_getaffinity(0))  # this process is no worker
