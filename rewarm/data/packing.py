@@ -8,8 +8,9 @@ one shard) and re-tokenizes from there; tokenization is per document, so rows co
 
 Three stages overlap: per sub-stream a thread reads and parses batches of documents; one pool per reading
 process tokenizes the next batches into int32 arrays (the Rust tokenizer releases the GIL; in a DataLoader
-worker one pool thread per core, each call single-threaded; see ``tokenize_pool``); the caller cuts rows. Batches are consumed in the order they were read, so threads change
-no result. Token arrays are int32 until the loader makes the model's int64 tensors.
+worker one pool thread per core, each call single-threaded: ``tokenize_pool``); the caller cuts rows.
+Batches are consumed in the order they were read, so threads change no result. Token arrays are int32 until
+the loader makes the model's int64 tensors.
 """
 
 from __future__ import annotations
@@ -75,8 +76,8 @@ def tokenize_pool() -> EncodePool:
     (rewarm.data.encode_pool). A DataLoader worker (single-threaded tokenizer, rewarm.data.workers): one thread
     per core of ``reading_cores()``, each encoding one batch per call. Reading in the training process: 3
     threads whose calls take every batch waiting, so that the tokenizer's own threads get large calls to split
-    (2 if the user turned those off). With one worker on 2 cores the first made the pipeline 10 % faster than
-    the second (tokens per CPU-second against the bare tokenizer: 0.864 -> 0.992; benchmarks/data_throughput.py)."""
+    (2 if the user turned those off). With one worker on 2 cores the first raised the pipeline's tokens/s
+    against the bare tokenizer from 0.829 to 0.934 (median of 5 alternated rounds; docs/data.md, Throughput)."""
     if single_threaded_tokenizer() and dataloader_workers() is not None:
         return EncodePool(reading_cores(), thread_name_prefix="rewarm-tokenize", gather_docs=0)
     return EncodePool(tokenize_ahead(), thread_name_prefix="rewarm-tokenize")
