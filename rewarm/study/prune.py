@@ -27,6 +27,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from rewarm.checkpoints.store import write_atomic
 from rewarm.errors import ConfigError
 from rewarm.study.runs import FORECAST_FILE
 from rewarm.study.sweep import (
@@ -169,7 +170,6 @@ def read_decision(group_dir: Path, fraction: float, keep: int, names: list[str])
 def decide(members: list[Member], fraction: float, keep: int, group_dir: Path) -> dict[str, Any]:
     """Fit the law on the partial curves, forecast every member, keep the ``keep`` best by the objective; write
     ``forecast_fit.json``, each member's ``forecast.json`` and, last, ``prune.json``."""
-    from rewarm.checkpoints.store import write_atomic
     from rewarm.forecast import fit_run_dirs, objective, predict_config, save_fit
 
     t0 = time.perf_counter()

@@ -62,8 +62,7 @@ class ForecastCallback(L.Callback):
     def on_train_start(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
         """A resumed run: the points measured before its checkpoint, from metrics.csv."""
         if trainer.global_step > 0 and self.run_dir is not None:
-            earlier = earlier_losses(self.run_dir / "metrics.csv", self.sets, before=trainer.global_step)
-            self.observed = {s: dict(points) for s, points in earlier.items()}
+            self.observed = earlier_losses(self.run_dir / "metrics.csv", self.sets, before=trainer.global_step)
 
     def on_validation(self, step: int, losses: dict[str, float]) -> dict[str, float]:
         """This validation's losses joined to the run's curve; the forecast's metrics (empty when it fails: a
@@ -93,11 +92,11 @@ class ForecastCallback(L.Callback):
         return out
 
 
-def earlier_losses(path: Path, sets: list[str], *, before: int) -> dict[str, list[tuple[int, float]]]:
-    """``val/<set>/loss`` of the rows of metrics.csv below step ``before`` (a resumed run's own past)."""
+def earlier_losses(path: Path, sets: list[str], *, before: int) -> dict[str, dict[int, float]]:
+    """``val/<set>/loss`` by step of the rows of metrics.csv below step ``before`` (a resumed run's own past)."""
     out: dict[str, dict[int, float]] = {s: {} for s in sets}
     if not path.is_file():
-        return {s: [] for s in sets}
+        return out
     with path.open(newline="") as f:
         for row in csv.DictReader(f):
             try:
@@ -108,4 +107,4 @@ def earlier_losses(path: Path, sets: list[str], *, before: int) -> dict[str, lis
                 text = row.get(f"val/{s}/loss")
                 if step < before and text not in (None, ""):
                     out[s][step] = float(text)  # a step written twice: the later row
-    return {s: sorted(points.items()) for s, points in out.items()}
+    return out

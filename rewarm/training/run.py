@@ -11,6 +11,7 @@ from functools import partial
 from pathlib import Path
 from typing import Any
 
+from rewarm.checkpoints.store import write_atomic
 from rewarm.config import BatchPlan, RunConfig, batch_plan, to_dict, to_yaml
 from rewarm.errors import key_prefix
 from rewarm.evaluation.valsets import build_val_sets
@@ -290,8 +291,6 @@ def run_layout(cfg: RunConfig, plan: BatchPlan) -> Any:
 def start_run(cfg: RunConfig, plan: BatchPlan, trainer: Any, checkpointer: Any, loggers: list[Any], point: Any, *,
               resuming: bool) -> None:
     """Rank 0: set newer checkpoints aside, write config.yaml, start metrics.csv at the resume point, say so."""
-    from rewarm.checkpoints.store import write_atomic
-
     if not trainer.is_global_zero:
         return
     checkpointer.set_aside(point.step)  # newer checkpoints are another history (skipped invalid, or a rewind)
@@ -402,8 +401,6 @@ def _exit_preempted(run_dir: Path, *, requeue: bool) -> None:
 
 def write_summary(run_dir: Path, module: Any, step: int) -> None:
     """Written last: its presence marks a finished run (sweeps skip those)."""
-    from rewarm.checkpoints.store import write_atomic
-
     summary = {"finished": True, "step": step, "tokens": module.tokens_seen,
                "final": module.final_metrics}
     write_atomic(run_dir / "summary.json", json.dumps(summary, indent=1, sort_keys=True))

@@ -61,5 +61,5 @@ def test_the_forecast_changes_nothing_of_the_training(runs: tuple[Path, Path]) -
 def test_a_resumed_run_reads_its_earlier_points(tmp_path: Path) -> None:
     path = tmp_path / "metrics.csv"
     path.write_text("step,tokens,val/a/loss,train/loss\n0,0,5.0,\n1,32,,4.9\n2,64,4.5,4.4\n4,128,4.1,4.0\n")
-    assert earlier_losses(path, ["a", "b"], before=4) == {"a": [(0, 5.0), (2, 4.5)], "b": []}
+    assert earlier_losses(path, ["a", "b"], before=4) == {"a": {0: 5.0, 2: 4.5}, "b": {}}
     assert forecast_columns(["a"]) == ["forecast/a/final_loss", "forecast/a/final_loss_low", "forecast/a/final_loss_high"]
