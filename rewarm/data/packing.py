@@ -77,7 +77,7 @@ def tokenize_pool() -> EncodePool:
     per core of ``reading_cores()``, each encoding one batch per call. Reading in the training process: 3
     threads whose calls take every batch waiting, so that the tokenizer's own threads get large calls to split
     (2 if the user turned those off). With one worker on 2 cores the first raised the pipeline's tokens/s
-    against the bare tokenizer from 0.829 to 0.934 (median of 5 alternated rounds; docs/data.md, Throughput)."""
+    against the bare tokenizer from 0.857 to 0.937 (median of 5 rounds; benchmarks/data_throughput_ab.py)."""
     if single_threaded_tokenizer() and dataloader_workers() is not None:
         return EncodePool(reading_cores(), thread_name_prefix="rewarm-tokenize", gather_docs=0)
     return EncodePool(tokenize_ahead(), thread_name_prefix="rewarm-tokenize")
